@@ -1,0 +1,62 @@
+# Long-context inference course. Two commands set everything up: `make book`, `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# These machines keep a CPU build of torch 2.13.0 on disk; elsewhere any recent torch works.
+TORCH   ?= $(if $(wildcard /opt/wheels/torch-2.13.0*),torch==2.13.0,torch)
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
+CHROMIUM ?= /usr/bin/chromium
+JB      := $(VENV)/bin/jupyter-book build . --path-output . -q
+SUBMISSIONS ?= submissions
+
+.PHONY: help setup book book-strict test lint pytest lab exercises grade clean
+
+help:
+	@echo "make book        build the course site (executes every chapter; cached)"
+	@echo "make test        ruff + pytest + strict book build (what CI runs)"
+	@echo "make lab         JupyterLab at the repository root"
+	@echo "make exercises   regenerate exercises/ and the autograder zips from solutions/"
+	@echo "make grade SUBMISSIONS=dir   grade every .ipynb in dir into grades.csv"
+
+setup: $(STAMP) $(CHROMIUM)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver
+
+book: $(STAMP)
+	$(JB)
+	@echo "Book built: file://$(CURDIR)/_build/html/index.html"
+
+book-strict: $(STAMP)
+	$(JB) -W -n --keep-going
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+pytest: setup
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+test: lint book-strict pytest
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=.
+
+exercises: $(STAMP)
+	$(PY) -m lclib.grading assign
+
+grade: $(STAMP)
+	$(PY) -m lclib.grading grade $(SUBMISSIONS) --out grades.csv
+
+clean:
+	rm -rf _build

@@ -1,0 +1,187 @@
+"""The cost model against published figures, its properties, and its errors."""
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lclib
+from lclib import GB, GiB
+
+LLAMA, YI = "llama-3.3-70b", "yi-34b"
+lengths = st.integers(min_value=1, max_value=4_000_000)
+models = st.sampled_from(sorted(lclib.MODELS))
+gpus = st.sampled_from(sorted(lclib.GPUS))
+kv_dtypes = st.sampled_from(["fp32", "bf16", "fp8", "int4"])
+
+
+# --- reproductions of published numbers -------------------------------------------------
+def test_llama_kv_per_token_is_320_kib():
+    # DESIGN.md section 6: "320 KB/token" is 320 KiB = 327,680 bytes (2*80*8*128*2)
+    assert lclib.kv_bytes_per_token(LLAMA) == 327_680 == 320 * lclib.KiB
+
+
+def test_llama_kv_at_128k_is_42_9_gb():
+    # seed 002 and REFERENCES.md: ~42 GB per 128K request (42.9 GB; 40 GiB)
+    assert lclib.kv_cache_bytes(LLAMA, 131_072) / GB == pytest.approx(42.9, abs=0.05)
+    assert lclib.kv_cache_bytes(LLAMA, 131_072) == 40 * GiB
+
+
+def test_llama_mha_counterfactual_from_seed_003():
+    # seed 003's "80 heads" as KV heads: 429 GB (400 GiB); the real 8 KV heads: 42.9 GB
+    mha = lclib.get_model(LLAMA).with_(n_heads=80, n_kv_heads=80)
+    assert lclib.kv_cache_bytes(mha, 131_072) / GB == pytest.approx(429.5, abs=0.1)
+    assert lclib.kv_cache_bytes(mha, 131_072) == 400 * GiB
+
+
+@pytest.mark.parametrize("tokens, gib", [(4_000, 0.9155), (100_000, 22.89)])
+def test_yao_fu_kv_sizes_reproduce_in_gib(tokens, gib):
+    # Fu 2024 (arXiv 2405.08944): "0.91 GB at 4K", "22.8 GB at 100K" are GiB of 4,000/100,000
+    assert round(lclib.kv_cache_bytes(YI, tokens) / GiB, 4 if tokens < 10_000 else 2) == gib
+    assert lclib.kv_bytes_per_token(YI) == 245_760  # 2*60*8*128*2
+
+
+def test_llama_parameter_count():
+    # 70.55B total, 68.45B non-embedding (REFERENCES.md)
+    m = lclib.get_model(LLAMA)
+    assert m.n_params / 1e9 == pytest.approx(70.55, abs=0.005)
+    assert m.n_params_nonembedding / 1e9 == pytest.approx(68.45, abs=0.005)
+
+
+def test_llama_causal_crossover_near_105k():
+    # REFERENCES.md: 104-108K causal (seed 000's 16-24K is wrong), 52-54K without the mask
+    assert lclib.crossover_seq_len(LLAMA) == pytest.approx(105_000, rel=0.02)
+    assert lclib.crossover_seq_len(LLAMA, causal=False) == pytest.approx(53_000, rel=0.02)
+
+
+@pytest.mark.parametrize("tokens, share", [(16_000, 0.15), (24_000, 0.23)])
+def test_attention_at_seed_000s_crossover_is_a_minor_term(tokens, share):
+    f = lclib.prefill_flops(LLAMA, tokens)
+    assert f.attention / f.linear == pytest.approx(share, abs=0.01)
+
+
+def test_yi_prefill_at_4k_on_a100():
+    # Fu 2024 via its summaries: 0.89 s = 2*N*n / 312 TFLOP/s at full utilisation
+    assert lclib.prefill_time(YI, "a100-80gb", 4_000, mfu=1.0) == pytest.approx(0.89, rel=0.02)
+
+
+def test_yi_decoding_250_tokens_at_4k_on_a100():
+    # Fu 2024: 250 tokens x 68 GB / 2 TB/s = 8.5 s
+    step = lclib.decode_step_time(YI, "a100-80gb", 4_000)
+    assert 250 * step == pytest.approx(8.5, rel=0.02)
+
+
+def test_seed_000_linear_prefill_at_128k_is_45_s():
+    # seed 000: 128,000 tokens / (2830 tok/s at 40% MFU on one H100) = 45 s, linear term alone
+    linear = lclib.prefill_flops(LLAMA, 128_000).linear
+    assert linear / (0.4 * lclib.get_gpu("h100-sxm").peak_flops()) == pytest.approx(45, rel=0.03)
+
+
+def test_kv_reads_equal_weight_reads_near_430k_tokens():
+    # REFERENCES.md: bf16 Llama-70B decode reads as much KV as weights at context*batch ~ 430K
+    tokens = lclib.weight_bytes(LLAMA) / lclib.kv_bytes_per_token(LLAMA)
+    assert tokens == pytest.approx(430_000, rel=0.01)
+
+
+def test_gpus_needed_for_one_request():
+    # weights 141 GB + KV 42.9 GB = 184 GB > 2 x 80 GB; at 1M tokens the KV alone is 344 GB
+    assert lclib.cp_gpus_needed(LLAMA, "h100-sxm", 131_072) == 3
+    assert lclib.cp_gpus_needed(LLAMA, "h100-sxm", 2**20) == 7
+    assert lclib.cp_gpus_needed(LLAMA, "h100-sxm", 2**20, kv_dtype="fp8") == 4
+
+
+def test_concurrency_counts_whole_requests():
+    # 4 x H100, INT4 weights (35 GB), 128K: (320 - 35.3) GB / 42.9 GB = 6.6 -> 6; fp8 KV -> 13
+    args = (LLAMA, "h100-sxm", 131_072)
+    assert lclib.max_concurrency(*args, n_gpus=4, weight_dtype="int4") == 6
+    assert lclib.max_concurrency(*args, n_gpus=4, weight_dtype="int4", kv_dtype="fp8") == 13
+    assert lclib.max_concurrency(*args, n_gpus=1) == 0  # bf16 weights alone overflow one GPU
+
+
+# --- properties ----------------------------------------------------------------------------
+@given(models, lengths, st.integers(1, 64), kv_dtypes)
+def test_kv_is_linear_in_length_and_batch(model, seq, batch, dtype):
+    one = lclib.kv_cache_bytes(model, seq, kv_dtype=dtype)
+    assert lclib.kv_cache_bytes(model, seq, batch, dtype) == batch * one
+    assert lclib.kv_cache_bytes(model, 2 * seq, kv_dtype=dtype) == 2 * one
+
+
+@given(models, lengths, st.booleans())
+def test_flops_and_attention_share_grow_with_length(model, seq, causal):
+    a, b = lclib.prefill_flops(model, seq, causal), lclib.prefill_flops(model, seq + 1, causal)
+    assert b.total > a.total and b.attention_share > a.attention_share
+    assert b.linear > a.linear and b.attention > a.attention
+
+
+@given(models, gpus, lengths, st.integers(1, 8), st.floats(0.05, 1.0))
+def test_prefill_time_monotone_in_length_and_gpus(model, gpu, seq, n, mfu):
+    t = lclib.prefill_time(model, gpu, seq, n, mfu)
+    assert lclib.prefill_time(model, gpu, seq + 1, n, mfu) > t
+    assert lclib.prefill_time(model, gpu, seq, n + 1, mfu) < t
+
+
+@given(models, st.booleans())
+def test_crossover_solves_attention_equals_linear(model, causal):
+    s = lclib.crossover_seq_len(model, causal)
+    lo, hi = lclib.prefill_flops(model, math.floor(s), causal), lclib.prefill_flops(
+        model, math.ceil(s) + 1, causal)
+    assert lo.attention <= lo.linear and hi.attention > hi.linear
+
+
+@given(models, gpus, lengths, st.integers(1, 32), kv_dtypes)
+def test_decode_time_grows_with_context(model, gpu, seq, batch, dtype):
+    t = lclib.decode_step_time(model, gpu, seq, batch, kv_dtype=dtype)
+    assert lclib.decode_step_time(model, gpu, seq + 1, batch, kv_dtype=dtype) > t
+
+
+@given(models, gpus, lengths, st.integers(1, 8), kv_dtypes)
+def test_concurrency_non_increasing_in_context(model, gpu, seq, n, dtype):
+    c = lclib.max_concurrency(model, gpu, seq, n, kv_dtype=dtype)
+    assert lclib.max_concurrency(model, gpu, seq + 1, n, kv_dtype=dtype) <= c
+    assert c >= 0
+
+
+@given(models, gpus, lengths)
+def test_fp8_kv_needs_no_more_gpus_than_bf16(model, gpu, seq):
+    bf16 = lclib.cp_gpus_needed(model, gpu, seq)
+    assert lclib.cp_gpus_needed(model, gpu, seq, kv_dtype="fp8") <= bf16
+    assert bf16 * lclib.get_gpu(gpu).hbm_bytes >= lclib.weight_bytes(model)
+
+
+# --- bad input -----------------------------------------------------------------------------
+@pytest.mark.parametrize("seq", [0, -1, 2.5, "4k", None, True])
+def test_bad_lengths_raise(seq):
+    with pytest.raises(ValueError, match="seq_len"):
+        lclib.kv_cache_bytes(LLAMA, seq)
+    with pytest.raises(ValueError, match="seq_len"):
+        lclib.prefill_flops(LLAMA, seq)
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(ValueError, match="llama-3.3-70b"):
+        lclib.get_model("gpt-5")
+    with pytest.raises(ValueError, match="h100-sxm"):
+        lclib.get_gpu("tpu-v5")
+    with pytest.raises(ValueError, match="bf16"):
+        lclib.kv_bytes_per_token(LLAMA, "fp6")
+
+
+def test_bad_rates_raise():
+    with pytest.raises(ValueError, match="mfu"):
+        lclib.prefill_time(LLAMA, "h100-sxm", 1000, mfu=40)
+    with pytest.raises(ValueError, match="mfu"):
+        lclib.prefill_time(LLAMA, "h100-sxm", 1000, mfu=0)
+    with pytest.raises(ValueError, match="n_gpus"):
+        lclib.decode_step_time(LLAMA, "h100-sxm", 1000, n_gpus=0)
+    with pytest.raises(ValueError, match="fp8"):
+        lclib.get_gpu("a100-80gb").peak_flops("fp8")  # Ampere has no FP8 tensor cores
+
+
+def test_cost_model_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, lclib; lclib.prefill_time('llama-3.3-70b', 'h100-sxm', 1000); " \
+           "assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
