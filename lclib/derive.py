@@ -77,13 +77,21 @@ def kv_equals_weights_tokens() -> sp.Expr:
     return sp.solve(sp.Eq(kv_bytes_per_token() * S, W), S)[0]
 
 
-def kaplan_mha() -> dict[sp.Symbol, sp.Expr]:
-    """Kaplan et al.'s transformer: MHA (H*d_h = d, H_kv = H), plain 4d MLP, norms ignored."""
-    return {d_h: d / H, H_kv: H, m: 2, F: 4 * d}
+def mha(mlp_matrices: int) -> dict[sp.Symbol, sp.Expr]:
+    """MHA (H*d_h = d, H_kv = H) with a 4d MLP of `mlp_matrices` matrices; norms ignored.
+
+    2 matrices is Kaplan et al.'s transformer; 3 (gated) is the JAX scaling book's.
+    """
+    return {d_h: d / H, H_kv: H, m: mlp_matrices, F: 4 * d}
 
 
-def kaplan_crossover(causal: bool = True) -> sp.Expr:
-    """Crossover of Kaplan's transformer: 12*d causal, 6*d without causal skipping."""
-    n = (L * (params_per_layer() - 2 * d)).subs(kaplan_mha())
-    root = crossover(sp.expand(n)).subs(kaplan_mha())
+def mha_crossover(mlp_matrices: int = 2, causal: bool = True) -> sp.Expr:
+    """Crossover of an MHA transformer with a 4d MLP, in units of d."""
+    n = (L * (params_per_layer() - 2 * d)).subs(mha(mlp_matrices))
+    root = crossover(sp.expand(n)).subs(mha(mlp_matrices))
     return sp.simplify(root.subs(causal_k, 2 if causal else 1))
+
+
+def attention_to_linear_ratio() -> sp.Expr:
+    """Attention FLOPs over linear FLOPs for a whole prefill."""
+    return sp.simplify(attention_flops() / linear_flops(n_params_nonembedding()))

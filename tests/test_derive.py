@@ -57,10 +57,13 @@ def test_formulas_equal_numeric_twins(seed):
         lclib.context_switch_time(m, gpu, seq), rel=1e-12)
 
 
-def test_kaplan_special_cases():
+def test_kaplan_and_jax_book_special_cases():
     # Kaplan et al. 2020: the context term is small while d_model > n_ctx / 12
-    assert D.kaplan_crossover(causal=True) == 12 * D.d
-    assert D.kaplan_crossover(causal=False) == 6 * D.d
+    assert D.mha_crossover(2, causal=True) == 12 * D.d
+    assert D.mha_crossover(2, causal=False) == 6 * D.d
+    # JAX scaling book: attention/matmul FLOPs = T/8D (gated 4D MLP, no causal skipping)
+    ratio = D.attention_to_linear_ratio().subs(D.mha(3)).subs(D.causal_k, 1)
+    assert sp.limit(ratio * D.d / D.S, D.d, sp.oo) == sp.Rational(1, 8)  # norms vanish
 
 
 def test_kv_equals_weights_point():

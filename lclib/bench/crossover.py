@@ -14,8 +14,8 @@ from .core import experiment, time_op
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # A narrow Llama-style layer that crosses over within a few thousand tokens on a CPU.
-CPU_LAYER = ModelConfig("cpu-layer", hidden_size=512, n_layers=1, n_heads=8, n_kv_heads=2,
-                        intermediate_size=1536, vocab_size=1, source="lclib.bench")
+CPU_LAYER = ModelConfig("cpu-layer", hidden_size=256, n_layers=1, n_heads=4, n_kv_heads=2,
+                        intermediate_size=768, vocab_size=1, source="lclib.bench")
 GPU_LAYER = get_model("llama-3.3-70b").with_(name="llama-3.3-70b-layer", n_layers=1)
 DEFAULT_SIZES = {"cpu": [256, 512, 1024, 2048, 4096, 8192],
                  "cuda": [4096, 8192, 16384, 32768, 65536, 131072]}

@@ -1,0 +1,297 @@
+"""The built site in headless Chromium with the network cut off.
+
+Every page of the table of contents loads without errors or requests leaving 127.0.0.1, math is
+typeset, explorers redraw and quizzes grade. Screenshots go to ``_build/screenshots/`` and the
+measurements (page loads, explorer redraw, site size) to ``_build/site-metrics.json``.
+Needs ``_build/html`` (``make book``); builds it when missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import statistics
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "_build"
+HTML = BUILD / "html"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]  # offline
+VIEWPORT = {"width": 1280, "height": 900}
+LOAD_JS = "performance.getEntriesByType('navigation')[0].loadEventEnd"
+REDRAW_BUDGET_MS = 16  # one frame at 60 Hz
+# Page loads. "warm": best of WARM_LOADS revisits with theme and MathJax cached, as for a reader
+# moving through the book (best-of filters other jobs on shared CI cores). "cold": first visit,
+# empty cache, best of 2: 0.8-2 s measured on 2 busy cores (MathJax ~0.4 s), so its bound is
+# lenient.
+LOAD_BUDGET_MS = 1000
+COLD_LOAD_BUDGET_MS = 3000
+WARM_LOADS = 3
+
+
+def toc_pages() -> list[str]:
+    """Every page of _toc.yml (root, parts, chapters, sections), without suffix."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(entries: list[dict]) -> None:
+        for entry in entries:
+            if "file" in entry:
+                pages.append(entry["file"])
+            for key in ("parts", "chapters", "sections"):
+                walk(entry.get(key, []))
+
+    walk([{key: toc[key]} for key in ("parts", "chapters", "sections") if key in toc])
+    return [re.sub(r"\.(md|ipynb)$", "", page) for page in pages]
+
+
+PAGES = toc_pages()
+
+
+def pages_with(css_class: str) -> list[str]:
+    """Pages whose built HTML has an element of `css_class`."""
+    pattern = re.compile(rf"""class=["'](?:[^"']*\s)?{css_class}[\s"']""")
+    return [p for p in PAGES if pattern.search((HTML / f"{p}.html").read_text(encoding="utf-8"))]
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def site() -> Iterator[str]:
+    """Base URL of _build/html served on 127.0.0.1 (built first if missing)."""
+    if not (HTML / "index.html").exists():
+        jupyter_book = Path(sys.executable).with_name("jupyter-book")
+        cmd = [str(jupyter_book), "build", ".", "--path-output", ".", "-q"]
+        subprocess.run(cmd, cwd=ROOT, check=True)
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def metrics(site: str) -> Iterator[dict]:
+    """Measurements the tests add to; printed and written to _build/site-metrics.json."""
+    data: dict = {"page_load_ms": {}, "redraw_median_ms": {}}
+    yield data
+    data["site_bytes"] = sum(f.stat().st_size for f in HTML.rglob("*") if f.is_file())
+    for kind in ("cold", "warm"):
+        loads = [load[kind] for load in data["page_load_ms"].values()]
+        data[f"heaviest_page_load_ms_{kind}"] = max(loads, default=None)
+    if data["redraw_median_ms"]:
+        data["worst_redraw_median_ms"] = max(data["redraw_median_ms"].values())
+    (BUILD / "site-metrics.json").write_text(json.dumps(data, indent=2) + "\n")
+    print("\nsite metrics:", json.dumps(data, indent=2))
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Visit:
+    """A page in a fresh context (cold cache) that records every problem while it is open."""
+
+    def __init__(self, browser: Browser, site: str, name: str) -> None:
+        self.problems: list[str] = []
+        self.context = browser.new_context(viewport=VIEWPORT)
+        # Offline proof: anything not served by our server is aborted and fails the test.
+        self.context.route(re.compile(rf"^(?!{re.escape(site)})"), self._block)
+        self.page: Page = self.context.new_page()
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(
+            f"request failed: {r.url} ({r.failure})"))
+        self.page.on("response", lambda r: r.status >= 400 and self.problems.append(
+            f"HTTP {r.status}: {r.url}"))
+        self.page.on("console", lambda m: m.type == "error" and not m.location["url"].endswith(
+            "/favicon.ico") and self.problems.append(f"console error: {m.text}"))
+        self.page.goto(f"{site}{name}.html", wait_until="load")
+        self.page.wait_for_load_state("networkidle")
+
+    def _block(self, route) -> None:
+        self.problems.append(f"external request: {route.request.url}")
+        route.abort()
+
+    def close(self) -> None:
+        self.context.close()
+        assert not self.problems, "\n".join(self.problems)
+
+
+@pytest.fixture
+def visit(browser: Browser, site: str) -> Iterator:
+    """Open pages by name; each is checked for problems when the test ends."""
+    visits: list[Visit] = []
+
+    def open_page(name: str) -> Visit:
+        visits.append(Visit(browser, site, name))
+        return visits[-1]
+
+    yield open_page
+    for v in visits:
+        v.close()
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page(name: str, visit, metrics: dict) -> None:
+    """Loads clean; math typeset (no TeX errors) and widgets drawn; saves a screenshot."""
+    v = visit(name)
+    n_math = v.page.locator(".math").count()
+    if n_math:
+        v.page.wait_for_function(
+            "n => document.querySelectorAll('mjx-container').length >= n", arg=n_math)
+        assert v.page.locator("mjx-merror").count() == 0, "MathJax reports a TeX error"
+    n_widgets = v.page.locator("script[type='application/vnd.jupyter.widget-view+json']").count()
+    if n_widgets:
+        v.page.wait_for_function(
+            "n => document.querySelectorAll('.jupyter-widgets').length >= n", arg=n_widgets)
+    shot = BUILD / "screenshots" / f"{name}.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    v.page.screenshot(path=shot, full_page=True)
+
+
+def _loads(browser: Browser, url: str, n: int) -> list[float]:
+    """loadEventEnd (ms) of `n` loads of `url` in a fresh context: the first cold, then cached."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page, times = context.new_page(), []
+    for _ in range(n):
+        page.goto(url, wait_until="load")
+        times.append(page.evaluate(LOAD_JS))
+    context.close()
+    return times
+
+
+def test_load_times(browser: Browser, site: str, metrics: dict) -> None:
+    """Each page's load from localhost (navigation timing), cold (best of 2) and warm.
+
+    Timed without the route handler (it adds a round trip per request); the browser's
+    --host-resolver-rules still keep it offline.
+    """
+    _loads(browser, f"{site}{PAGES[0]}.html", 1)  # warms the browser process, not a cache
+    for name in PAGES:
+        url = f"{site}{name}.html"
+        first, second = _loads(browser, url, 1 + WARM_LOADS), _loads(browser, url, 1)
+        metrics["page_load_ms"][name] = {"cold": round(min(first[0], second[0])),
+                                         "warm": round(min(first[1:]))}
+    loads = metrics["page_load_ms"]
+    assert max(t["warm"] for t in loads.values()) <= LOAD_BUDGET_MS, loads
+    assert max(t["cold"] for t in loads.values()) <= COLD_LOAD_BUDGET_MS, loads
+
+
+def test_book_has_math(site: str) -> None:
+    assert pages_with("math"), "no page has math; book/appendix/notation should"
+
+
+# Explorers drawn by lclib; not the copies inside an ipywidget's HTML output.
+EXPLORER = ".lc-explorer:not(.jupyter-widgets .lc-explorer)"
+STATE_JS = """root => JSON.stringify({
+    readouts: [...root.querySelectorAll('.lc-readout-value')].map(e => e.textContent),
+    charts: [...root.querySelectorAll('svg.lc-chart')].map(e => e.innerHTML),
+    markers: [...root.querySelectorAll('.lc-marker')].map(e => e.outerHTML)})"""
+SET_JS = """(el, value) => {
+    el.value = value;
+    el.dispatchEvent(new Event(el.tagName === 'SELECT' ? 'change' : 'input', {bubbles: true}));
+}"""
+TIMED_STEPS_JS = """(el, n) => {
+    const lo = +el.min, hi = +el.max, step = +el.step || 1, root = el.closest('.lc-explorer');
+    const values = []; for (let v = lo; v <= hi; v += step) values.push(v);
+    const sweep = values.concat(values.slice(1, -1).reverse());
+    const times = [];
+    for (let i = 1; i <= n; i++) {
+        const t0 = performance.now();
+        el.value = sweep[i % sweep.length];
+        el.dispatchEvent(new Event('input', {bubbles: true}));
+        root.offsetHeight;  // include the style and layout the redraw causes
+        times.push(performance.now() - t0);
+    }
+    return times;
+}"""
+
+
+def test_explorers(visit, metrics: dict) -> None:
+    """Every slider and dropdown of every explorer changes what it shows; redraws are fast."""
+    pages = pages_with("lc-explorer")
+    assert pages, "no page of the book has an explorer (.lc-explorer)"
+    for name in pages:
+        explorers = visit(name).page.locator(EXPLORER)
+        assert explorers.count(), f"{name}: explorer markup but nothing rendered"
+        for i in range(explorers.count()):
+            root, where = explorers.nth(i), f"{name} explorer {i}"
+            sliders, selects = root.locator("input[type=range]"), root.locator("select")
+            assert sliders.count(), f"{where} has no slider"
+            shown = {k for k, v in json.loads(root.evaluate(STATE_JS)).items() if v}
+            moved = set()
+            for j in range(sliders.count()):
+                slider = sliders.nth(j)
+                lo, hi = (float(slider.get_attribute(a)) for a in ("min", "max"))
+                changed = _changes(root, slider, [lo, hi, (lo + hi) / 2])
+                assert changed, f"{where}: slider {j} changes nothing"
+                moved |= changed
+            assert shown <= moved, f"{where}: no slider changes {shown - moved}"
+            for j in range(selects.count()):
+                select = selects.nth(j)
+                options = select.locator("option").evaluate_all("os => os.map(o => o.value)")
+                changed = _changes(root, select, options)
+                assert "readouts" in changed or "readouts" not in shown, (
+                    f"{where}: dropdown {j} does not change the readout")
+            times = sliders.first.evaluate(TIMED_STEPS_JS, 50)
+            metrics["redraw_median_ms"][where] = round(statistics.median(times), 3)
+    worst = max(metrics["redraw_median_ms"].values())
+    assert worst <= REDRAW_BUDGET_MS, f"slider-to-redraw median {worst} ms"
+
+
+def _changes(root: Locator, control: Locator, values: list) -> set[str]:
+    """Which parts of the explorer (readouts, charts, markers) differ across control values."""
+    states = []
+    for value in values:
+        control.evaluate(SET_JS, str(value))
+        states.append(json.loads(root.evaluate(STATE_JS)))
+    return {k for k in states[0] if any(s[k] != states[0][k] for s in states)}
+
+
+def test_quizzes(visit) -> None:
+    """Each question says wrong to a wrong answer and correct to the answer in its HTML."""
+    pages = pages_with("lc-quiz")
+    assert pages, "no page of the book has a quiz (.lc-quiz)"
+    for name in pages:
+        questions = visit(name).page.locator(".lc-quiz .lc-question")
+        assert questions.count(), f"{name}: quiz markup but no questions"
+        for i in range(questions.count()):
+            q, where = questions.nth(i), f"{name} question {i}"
+            answer = q.get_attribute("data-answer")
+            if q.get_attribute("data-kind") == "mc":
+                radio = "input[type=radio]"
+                answers = [(q.locator(f"{radio}:not([value='{answer}'])").first.check, "lc-wrong"),
+                           (q.locator(f"{radio}[value='{answer}']").check, "lc-correct")]
+            else:
+                box = q.locator("input.lc-answer")
+                answers = [(functools.partial(box.fill, repr(float(answer) * 10 + 1)), "lc-wrong"),
+                           (functools.partial(box.fill, answer), "lc-correct")]
+            for give, verdict in answers:
+                give()
+                q.locator("button.lc-check").click()
+                feedback = q.locator(".lc-feedback")
+                assert verdict in feedback.get_attribute("class").split(), where
+                assert feedback.inner_text().strip(), f"{where}: no feedback text"
