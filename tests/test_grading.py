@@ -20,7 +20,8 @@ pytestmark = pytest.mark.xdist_group("grading")
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "exercises"
-CHAPTER = "intro"
+CHAPTER = "intro"  # the set the error-handling tests use
+CHAPTERS = sorted(p.name for p in SOLUTIONS.iterdir() if p.is_dir())
 POINTS = {"q1": 3, "q2": 3, "q3": 3, "q4": 3, "q5": 3}
 LOOP_TIMEOUT = 40  # s; a normal notebook grades in ~10 s on 2 busy cores
 
@@ -41,14 +42,14 @@ def answer_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
     return [c for c in nb.cells if "otter_answer_cell" in c.metadata.get("tags", [])]
 
 
-def exercise() -> nbformat.NotebookNode:
-    return nbformat.read(EXERCISES / CHAPTER / f"{CHAPTER}.ipynb", as_version=4)
+def exercise(chapter: str = CHAPTER) -> nbformat.NotebookNode:
+    return nbformat.read(EXERCISES / chapter / f"{chapter}.ipynb", as_version=4)
 
 
-def solved() -> nbformat.NotebookNode:
+def solved(chapter: str = CHAPTER) -> nbformat.NotebookNode:
     """The exercise notebook with every answer cell replaced by the master's solution."""
-    nb = exercise()
-    sources = solution_sources(SOLUTIONS / CHAPTER / f"{CHAPTER}.ipynb")
+    nb = exercise(chapter)
+    sources = solution_sources(SOLUTIONS / chapter / f"{chapter}.ipynb")
     assert len(sources) == len(answer_cells(nb)), "master and exercise disagree on answer cells"
     for cell, source in zip(answer_cells(nb), sources, strict=True):
         cell.source = source
@@ -150,8 +151,9 @@ def grades(built: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, d
 
 
 @pytest.mark.slow
-def test_exercises_up_to_date(built: Path) -> None:
-    fresh_dir, committed_dir = built / "exercises" / CHAPTER, EXERCISES / CHAPTER
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_exercises_up_to_date(built: Path, chapter: str) -> None:
+    fresh_dir, committed_dir = built / "exercises" / chapter, EXERCISES / chapter
     assert sorted(p.name for p in fresh_dir.iterdir()) == sorted(
         p.name for p in committed_dir.iterdir()), "run `make exercises` and commit exercises/"
     for fresh in fresh_dir.glob("*.ipynb"):
@@ -159,7 +161,24 @@ def test_exercises_up_to_date(built: Path) -> None:
         assert [(c.cell_type, c.source) for c in new.cells] == [
             (c.cell_type, c.source) for c in old.cells], f"{fresh.name} is stale: make exercises"
         assert new.metadata.otter == old.metadata.otter, f"{fresh.name}'s tests are stale"
-    assert (built / "build" / CHAPTER / f"{CHAPTER}-autograder.zip").is_file()
+    assert (built / "build" / chapter / f"{chapter}-autograder.zip").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", [c for c in CHAPTERS if c != CHAPTER])
+def test_every_chapter_grades_solutions_full_and_untouched_zero(
+        built: Path, chapter: str, tmp_path: Path) -> None:
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(solved(chapter), folder / "solved.ipynb")
+    nbformat.write(exercise(chapter), folder / "untouched.ipynb")
+    out = tmp_path / "grades.csv"
+    grading.main(["grade", str(folder), "--out", str(out), "--build", str(built / "build")])
+    with out.open() as f:
+        rows = {row["file"]: row for row in csv.DictReader(f)}
+    assert rows["solved.ipynb"]["percent"] == "100.0" and rows["solved.ipynb"]["error"] == ""
+    assert rows["untouched.ipynb"]["total"] == "0"
+    assert rows["untouched.ipynb"]["assignment"] == chapter
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from . import crossover  # noqa: F401  (registers its experiment)
-from .core import EXPERIMENTS, MEASUREMENTS, run_experiment
+from . import EXPERIMENTS, run_experiment
+from .core import MEASUREMENTS
 
 
 def main(argv: list[str] | None = None) -> None:
