@@ -5,7 +5,6 @@ JSON with provenance (device, torch/CUDA versions, date, inputs, timings) under
 `book/data/measurements/`, where the chapters plot it against lclib's model.
 """
 
-from . import crossover  # noqa: F401  (registers its experiment)
-from .core import EXPERIMENTS, provenance, run_experiment, time_op
+from .core import EXPERIMENTS, discover, experiment, provenance, run_experiment, time_op
 
-__all__ = ["EXPERIMENTS", "provenance", "run_experiment", "time_op"]
+__all__ = ["EXPERIMENTS", "discover", "experiment", "provenance", "run_experiment", "time_op"]

@@ -6,13 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from . import EXPERIMENTS, run_experiment
-from .core import MEASUREMENTS
+from .core import MEASUREMENTS, discover, run_experiment
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lclib.bench", description=__doc__)
-    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    parser.add_argument("experiment", choices=sorted(discover()))
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or cuda:N")
     parser.add_argument("--sizes", type=int, nargs="+", help="sequence lengths (tokens)")
     parser.add_argument("--dtype", default=None, help="fp32 (CPU default) or bf16 (GPU default)")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import platform
 import statistics
 import time
@@ -19,11 +21,22 @@ EXPERIMENTS: dict[str, Experiment] = {}
 
 
 def experiment(name: str) -> Callable[[Experiment], Experiment]:
-    """Register `fn(device, sizes, dtype) -> results` as experiment `name`."""
+    """Register `fn(device, sizes, dtype) -> results` as experiment `name`.
+
+    Put each experiment in its own module of this package: `discover()` imports them all.
+    """
     def register(fn: Experiment) -> Experiment:
         EXPERIMENTS[name] = fn
         return fn
     return register
+
+
+def discover() -> dict[str, Experiment]:
+    """Import every module of lclib.bench so that each registers its experiments."""
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if module.name not in ("core", "__main__"):
+            importlib.import_module(f"{__package__}.{module.name}")
+    return EXPERIMENTS
 
 
 def resolve_device(device: str) -> torch.device:
@@ -71,7 +84,7 @@ def provenance(device: torch.device) -> dict[str, Any]:
 def run_experiment(name: str, device: str = "cpu", sizes: list[int] | None = None,
                    dtype: str = "fp32", out: Path | None = MEASUREMENTS) -> dict[str, Any]:
     """Run experiment `name`, return its record, and write it as JSON under `out` (if given)."""
-    if name not in EXPERIMENTS:
+    if name not in discover():
         raise ValueError(f"unknown experiment {name!r}; pass one of {', '.join(EXPERIMENTS)}")
     dev = resolve_device(device)
     record = {"experiment": name, "provenance": provenance(dev),

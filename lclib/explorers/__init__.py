@@ -7,7 +7,7 @@ to controls, charts and readouts. Display it in a notebook or a book page as ``t
 
 from __future__ import annotations
 
-from .cost import (
+from ..cost import (
     cp_gpus_needed,
     crossover_seq_len,
     kv_bytes_per_token,
@@ -16,10 +16,10 @@ from .cost import (
     prefill_time,
     weight_bytes,
 )
-from .explorer import Dropdown, Explorer, Line, LogSlider, Readout, Slider, StackedBars
-from .hardware import GPUS, get_gpu
-from .models import MODELS
-from .units import GB, GiB, KiB
+from ..explorer import Dropdown, Explorer, Line, LogSlider, Readout, Slider, StackedBars
+from ..hardware import GPUS, get_gpu
+from ..models import MODELS
+from ..units import GB, GiB, KiB
 
 TWO_WALLS_MFU = 0.4
 KV_DTYPES = ("bf16", "fp8")
@@ -52,12 +52,12 @@ def _fmt_kv(n_bytes: int) -> str:
     return f"{n_bytes / GB:,.2f} GB = {n_bytes / GiB:,.2f} GiB"
 
 
-def _context_slider(steps: int) -> LogSlider:
+def context_slider(steps: int) -> LogSlider:
     return LogSlider("seq_len", "context (tokens; K = 1,024)", 2**10, 2**20, steps=steps,
                      snap=2**10, fmt=fmt_tokens, default=2**17)
 
 
-def _prefill_parts(model: str, gpu: str, seq_len: int, n_gpus: int, mfu: float) -> dict[str, float]:
+def prefill_parts(model: str, gpu: str, seq_len: int, n_gpus: int, mfu: float) -> dict[str, float]:
     """Prefill seconds on `n_gpus` at `mfu` of the dense bf16 peak: linear, attention, total."""
     flops = prefill_flops(model, seq_len)
     rate = n_gpus * get_gpu(gpu).peak_flops("bf16") * mfu
@@ -66,20 +66,20 @@ def _prefill_parts(model: str, gpu: str, seq_len: int, n_gpus: int, mfu: float) 
             "attn_share": flops.attention_share}
 
 
-def _prefill_line(title: str) -> Line:
+def prefill_line(title: str) -> Line:
     return Line(x="seq_len", y=["prefill_linear_s", "prefill_attn_s", "prefill_s"],
                 labels=["linear (weight matmuls, ∝ S)", "attention (∝ S²)", "total"],
                 title=title, y_label="prefill time (seconds)", log_y=True, y_fmt=fmt_seconds)
 
 
-def _prefill_readouts(where: str) -> list[Readout]:
+def prefill_readouts(where: str) -> list[Readout]:
     return [Readout("prefill_s", f"prefill time ({where})", _fmt_prefill),
             Readout("attn_share", "attention share of prefill FLOPs", "{:.1%}".format)]
 
 
 def crossover_point(seq_len: int, model: str, n_gpus: int, mfu: float) -> dict[str, float]:
     """Prefill of `seq_len` tokens on `n_gpus` H100s split into linear and attention parts."""
-    parts = _prefill_parts(model, CROSSOVER_GPU, seq_len, n_gpus, mfu)
+    parts = prefill_parts(model, CROSSOVER_GPU, seq_len, n_gpus, mfu)
     share = parts["attn_share"]
     return {**parts, "linear_pct": 100 * (1 - share), "attn_pct": 100 * share,
             "crossover": crossover_seq_len(model), "attn_over_linear": share / (1 - share)}
@@ -90,15 +90,15 @@ def crossover_explorer(steps: int = 21) -> Explorer:
     return Explorer(
         compute=crossover_point,
         title=f"The seq² crossover: prefill time on {CROSSOVER_GPU} GPUs, linear vs attention",
-        controls=[_context_slider(steps), Dropdown("model", "model", list(MODELS)),
+        controls=[context_slider(steps), Dropdown("model", "model", list(MODELS)),
                   Slider("n_gpus", "GPUs", [1, 2, 4, 8], fmt=str, default=1),
                   Slider("mfu", "MFU", [0.3, 0.4, 0.5], fmt="{:.0%}".format, default=0.4)],
-        views=[_prefill_line("Prefill time vs context: the curves meet at the crossover"),
+        views=[prefill_line("Prefill time vs context: the curves meet at the crossover"),
                StackedBars(y=["linear_pct", "attn_pct"], labels=["linear", "attention"],
                            title="Split of prefill time at this context",
                            y_label="% of prefill time", x_label="this context",
                            y_fmt="{:.0f}%".format)],
-        readouts=[*_prefill_readouts("these GPUs and MFU"),
+        readouts=[*prefill_readouts("these GPUs and MFU"),
                   Readout("crossover", "crossover S* (causal, attention = linear FLOPs)",
                           lambda s: f"{s:,.0f} tokens"),
                   Readout("attn_over_linear", "attention / linear FLOPs (= S / S*)",
@@ -115,7 +115,7 @@ def two_walls_point(seq_len: int, model: str, gpu: str, kv_dtype: str) -> dict[s
     kv = kv_cache_bytes(model, seq_len, kv_dtype=kv_dtype)
     weights = weight_bytes(model)
     return {
-        **_prefill_parts(model, gpu, seq_len, 1, TWO_WALLS_MFU),
+        **prefill_parts(model, gpu, seq_len, 1, TWO_WALLS_MFU),
         "kv_bytes": kv,
         "kv_per_token": kv_bytes_per_token(model, kv_dtype),
         "kv_gb": kv / GB,
@@ -134,13 +134,13 @@ def two_walls(steps: int = 21) -> Explorer:
         compute=two_walls_point,
         title="Two walls, one knob: prefill time and memory of one long request",
         controls=[
-            _context_slider(steps),
+            context_slider(steps),
             Dropdown("model", "model", list(MODELS)),
             Dropdown("gpu", "GPU", list(GPUS), default="h100-sxm"),
             Dropdown("kv_dtype", "KV dtype", KV_DTYPES),
         ],
         views=[
-            _prefill_line(f"Prefill time on one GPU at {TWO_WALLS_MFU:.0%} MFU (bf16 peak)"),
+            prefill_line(f"Prefill time on one GPU at {TWO_WALLS_MFU:.0%} MFU (bf16 peak)"),
             Line(x="seq_len", y=["need_gb", "kv_gb"], labels=["weights + KV", "KV cache"],
                  title="Memory of one request vs context", y_label=f"memory, {gb}", log_y=True,
                  capacity="hbm_gb", capacity_label="one GPU's HBM"),
@@ -150,7 +150,7 @@ def two_walls(steps: int = 21) -> Explorer:
                         capacity="hbm_gb", capacity_label="one GPU's HBM", y_fmt="{:,.0f}".format),
         ],
         readouts=[
-            *_prefill_readouts(f"1 GPU, {TWO_WALLS_MFU:.0%} MFU"),
+            *prefill_readouts(f"1 GPU, {TWO_WALLS_MFU:.0%} MFU"),
             Readout("kv_bytes", "KV cache of this request (GB = 10^9 B, GiB = 2^30 B)", _fmt_kv),
             Readout("kv_per_token", "KV per token (KiB = 1,024 B)",
                     lambda b: f"{b / KiB:,.0f} KiB = {b:,} bytes"),
