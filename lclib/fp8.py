@@ -1,0 +1,364 @@
+"""FP8 (and, for comparison, int8) storage of K/V tensors with per-tensor, -head or -token scales.
+
+    from lclib import fp8
+    qk = fp8.quantize(k, fmt="e4m3", granularity="head")   # k: [B, H_kv, T, D]
+    qk.data.dtype, qk.scale.shape, qk.nbytes               # float8_e4m3fn, [1, H_kv, 1, 1]
+    out = fp8.attention(q, qk, qv)                         # reads fp8 K/V, block by block
+
+A scale maps each group's values onto the format: ``data = clamp(x / scale)`` cast to the
+format, ``x ≈ data * scale``. Dynamic scales come from the tensor itself (``amax / max``, so the
+largest value lands on the format's largest and nothing clips); static scales are passed in,
+calibrated beforehand on other data (`amax_scale` of calibration K/V), and may clip.
+Values beyond the grid saturate to ±max (never inf, even in e5m2). Importing this module
+registers K/V codecs ``"<fmt>-<granularity>"`` (e.g. ``"e4m3-head"``) with `lclib.tinylm`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .tinylm import KVCodec, TinyLM, register_kv_codec
+from .tinylm.model import plain_inv_freq, rotate
+
+FORMATS: dict[str, torch.dtype] = {
+    "e4m3": torch.float8_e4m3fn,  # Micikevicius et al. 2022: no inf, max 448
+    "e5m2": torch.float8_e5m2,  # IEEE-like: inf and NaN, max 57344
+    "int8": torch.int8,  # a uniform grid of 255 levels, for comparison
+}
+GRANULARITIES = ("tensor", "head", "token", "token_head")
+INT8_MAX = 127
+
+
+@dataclass(frozen=True)
+class Format:
+    """Facts of one fp8 format, read from `torch.finfo`."""
+
+    name: str
+    dtype: torch.dtype
+    max: float
+    min_normal: float
+    mantissa_bits: int
+
+    @property
+    def exponent_bits(self) -> int:
+        return 8 - 1 - self.mantissa_bits
+
+    @property
+    def min_subnormal(self) -> float:
+        return self.min_normal * 2.0**-self.mantissa_bits
+
+    @property
+    def rel_error_bound(self) -> float:
+        """Worst relative rounding error for values in the normal range: 2^-(m+1)."""
+        return 2.0 ** -(self.mantissa_bits + 1)
+
+    @property
+    def dynamic_range(self) -> float:
+        """Largest over smallest normal value: how many times smaller a value can be than the
+        group's amax and still keep full relative precision."""
+        return self.max / self.min_normal
+
+
+def format_info(fmt: str) -> Format:
+    """Max, smallest normal and mantissa bits of fp8 format `fmt` ("e4m3" or "e5m2")."""
+    if fmt not in ("e4m3", "e5m2"):
+        raise ValueError(f"unknown fp8 format {fmt!r}; pass 'e4m3' or 'e5m2'")
+    info = torch.finfo(FORMATS[fmt])
+    return Format(fmt, FORMATS[fmt], float(info.max), float(info.smallest_normal),
+                  round(-math.log2(info.eps)))
+
+
+def grid_max(fmt: str) -> float:
+    """The largest value format `fmt` stores (127 for the int8 grid)."""
+    return INT8_MAX if fmt == "int8" else format_info(fmt).max
+
+
+def _reduce_dims(ndim: int, granularity: str) -> tuple[int, ...]:
+    """Dims of a [..., H, T, D] tensor that share one scale."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r}; pass one of "
+                         f"{', '.join(GRANULARITIES)}")
+    if granularity != "tensor" and ndim < 3:
+        raise ValueError(f"granularity {granularity!r} needs a [..., heads, tokens, head_dim] "
+                         f"tensor, got {ndim} dims; pass granularity='tensor' or reshape")
+    return {"tensor": tuple(range(ndim)),
+            "head": tuple(i for i in range(ndim) if i != ndim - 3),
+            "token": (ndim - 3, ndim - 1),
+            "token_head": (ndim - 1,)}[granularity]
+
+
+def amax_scale(x: Tensor, fmt: str = "e4m3", granularity: str = "tensor") -> Tensor:
+    """Scale per group that maps the group's largest |x| onto the format's largest value.
+
+    Computed from `x` itself it is a dynamic scale; computed from calibration data and passed
+    to `quantize(..., scale=)` it is a static one. An all-zero group gets scale 1.
+    """
+    amax = x.detach().abs().float().amax(dim=_reduce_dims(x.dim(), granularity), keepdim=True)
+    return torch.where(amax > 0, amax / grid_max(fmt), torch.ones_like(amax))
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """A tensor stored as `data` (float8 or int8) times an fp32 `scale` broadcast over it."""
+
+    data: Tensor
+    scale: Tensor
+    fmt: str
+    granularity: str
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        return (self.data.float() * self.scale).to(dtype)
+
+    def tokens(self, start: int, stop: int) -> Quantized:
+        """Tokens start..stop-1 (dim -2) with their scales."""
+        scale = self.scale[..., start:stop, :] if self.scale.shape[-2] > 1 else self.scale
+        return Quantized(self.data[..., start:stop, :], scale, self.fmt, self.granularity)
+
+    @property
+    def nbytes(self) -> int:
+        """Payload plus scales, in bytes."""
+        return (self.data.numel() * self.data.element_size()
+                + self.scale.numel() * self.scale.element_size())
+
+
+def _static_scale(scale: float | Tensor, x: Tensor, granularity: str) -> Tensor:
+    group = list(x.shape)
+    for d in _reduce_dims(x.dim(), granularity):
+        group[d] = 1
+    s = torch.as_tensor(scale, dtype=torch.float32, device=x.device)
+    if not bool(torch.isfinite(s).all() and (s > 0).all()):
+        raise ValueError("a static scale must be finite and positive; pass amax_scale(calibration)")
+    try:
+        return s.expand(group).clone() if s.dim() else s.reshape([1] * x.dim())
+    except RuntimeError:
+        raise ValueError(f"scale of shape {tuple(s.shape)} does not fit granularity "
+                         f"{granularity!r} (one scale per group of shape {group}); pass "
+                         f"amax_scale(calibration, fmt, {granularity!r})") from None
+
+
+def quantize(x: Tensor, fmt: str = "e4m3", granularity: str = "tensor",
+             scale: float | Tensor | None = None) -> Quantized:
+    """Store `x` in `fmt` with one scale per `granularity` group ([..., H, T, D] layout).
+
+    `granularity`: "tensor" (one scale), "head" (per KV head, shared by batch and tokens),
+    "token" (per token, shared by heads), "token_head" (per token and head).
+    `scale=None` uses the dynamic amax scale; otherwise a static scale (a float, or a tensor
+    of the group shape, e.g. from `amax_scale` on calibration data). Out-of-range values
+    saturate to the format's ±max.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; pass one of {', '.join(FORMATS)}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise ValueError("quantize takes a floating-point torch tensor; pass x.float()")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x holds inf or NaN; pass finite values (fix the overflow upstream)")
+    s = (amax_scale(x, fmt, granularity) if scale is None
+         else _static_scale(scale, x, granularity))
+    top = grid_max(fmt)
+    y = (x.float() / s).clamp(-top, top)
+    data = y.round().to(torch.int8) if fmt == "int8" else y.to(FORMATS[fmt])
+    return Quantized(data, s, fmt, granularity)
+
+
+# --- attention that reads quantized K/V -------------------------------------------------------
+
+KV = Tensor | Quantized
+
+
+def _block(x: KV, start: int, stop: int, groups: int) -> Tensor:
+    """Tokens start..stop-1 in fp32, each KV head repeated for its `groups` query heads."""
+    t = x.tokens(start, stop).dequantize() if isinstance(x, Quantized) else x[..., start:stop, :]
+    return t.float().repeat_interleave(groups, dim=-3)
+
+
+def attention(q: Tensor, k: KV, v: KV, causal: bool = False, block: int = 4096) -> Tensor:
+    """Softmax attention of q [B, Hq, Tq, D] over K/V [B, Hkv, T, D], in fp32.
+
+    K and V may be `Quantized`: they are dequantized `block` tokens at a time, as a fused
+    kernel does in its tiles, so no full-precision copy of the cache is ever made. With
+    `causal`, the queries are the last Tq positions. GQA: Hq must be a multiple of Hkv.
+    """
+    n_q, n_kv, seq = q.shape[-3], k.shape[-3], k.shape[-2]
+    if n_q % n_kv:
+        raise ValueError(f"{n_q} query heads are not a multiple of {n_kv} KV heads; "
+                         "pass K/V whose head count divides the query heads")
+    g, starts = n_q // n_kv, range(0, seq, block)
+    scores = torch.cat([q.float() @ _block(k, i, i + block, g).transpose(-1, -2)
+                        for i in starts], dim=-1) / math.sqrt(q.shape[-1])
+    if causal:
+        t_q = q.shape[-2]
+        mask = torch.ones(t_q, seq, dtype=torch.bool, device=q.device).tril(seq - t_q)
+        scores = scores.masked_fill(~mask, float("-inf"))
+    p = scores.softmax(dim=-1)
+    return sum(p[..., i:i + block] @ _block(v, i, i + block, g) for i in starts)
+
+
+# --- K/V with outlier heads: where the damage comes from -----------------------------------
+
+@dataclass(frozen=True)
+class OutlierKV:
+    """Decode-step queries and a K/V cache whose `outlier_heads` are `magnitude` times larger.
+
+    Each head's cache hides one needle: the key at `needles[b, h]` is the one its query
+    matches best (in full precision).
+    """
+
+    q: Tensor  # [B, H, 1, D]
+    k: Tensor  # [B, H, T, D], RoPE-rotated
+    v: Tensor
+    needles: Tensor  # [B, H]
+    outlier_heads: tuple[int, ...]
+
+
+def outlier_kv(magnitude: float = 1.0, batch: int = 2, n_heads: int = 8, seq_len: int = 256,
+               head_dim: int = 64, outlier_heads: tuple[int, ...] = (0,), margin: float = 4.0,
+               seed: int = 0) -> OutlierKV:
+    """Synthetic K/V with outlier heads, built the way real keys look.
+
+    Keys have a few large channels before RoPE (rotated into their pair partners by position);
+    one needle key per head is raised `margin` standard deviations above the best other key
+    along its query. Then K and V of `outlier_heads` are multiplied by `magnitude`.
+    """
+    if not (math.isfinite(magnitude) and magnitude >= 1):
+        raise ValueError(f"magnitude is how many times larger the outlier heads are; pass >= 1, "
+                         f"got {magnitude}")
+    if not all(0 <= h < n_heads for h in outlier_heads):
+        raise ValueError(f"outlier_heads must index 0..{n_heads - 1}, got {outlier_heads}")
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch, n_heads, seq_len, head_dim)
+    k = torch.randn(shape, generator=gen)
+    k[..., :2] += 6.0  # massive key channels
+    angles = torch.arange(seq_len + 1)[:, None].float() * plain_inv_freq(head_dim, 1e4)[0]
+    cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
+    k = rotate(k, cos[:-1], sin[:-1])
+    q = rotate(torch.randn(batch, n_heads, 1, head_dim, generator=gen), cos[-1:], sin[-1:])
+    u = q / q.norm(dim=-1, keepdim=True)
+    along = (k @ u.transpose(-1, -2)).squeeze(-1)  # [B, H, T]
+    needles = torch.randint(seq_len, (batch, n_heads), generator=gen)
+    lift = along.amax(-1) + margin * along.std(-1) - along.gather(-1, needles[..., None])[..., 0]
+    k.scatter_add_(-2, needles[..., None, None].expand(-1, -1, 1, head_dim), lift[..., None, None]
+                   * u)
+    v = torch.randn(shape, generator=gen)
+    gain = torch.ones(1, n_heads, 1, 1)
+    gain[:, list(outlier_heads)] = magnitude
+    return OutlierKV(q, k * gain, v * gain, needles, tuple(outlier_heads))
+
+
+@functools.lru_cache(maxsize=8)
+def _calibration(batch: int, n_heads: int, seq_len: int, head_dim: int) -> OutlierKV:
+    """Calibration K/V without outliers (another seed), cached: static scales come from it."""
+    return outlier_kv(1.0, batch, n_heads, seq_len, head_dim, seed=99)
+
+
+RECIPES = {  # name: (granularity, static scale calibrated on data without the outlier)
+    "dynamic per-tensor": ("tensor", False),
+    "dynamic per-head": ("head", False),
+    "dynamic per-token": ("token", False),
+    "dynamic per-token-head": ("token_head", False),
+    "static per-tensor": ("tensor", True),
+}
+
+
+def outlier_damage(kv: OutlierKV, fmt: str = "e4m3", recipe: str = "dynamic per-tensor",
+                   calibration: OutlierKV | None = None) -> dict[str, float]:
+    """Attention-output error and needle retrieval after storing `kv` with `recipe`.
+
+    Returns relative L2 output errors (mean over the normal heads, and over the outlier
+    heads) and the fraction of (sequence, head) pairs whose top attention weight still falls
+    on the needle. A static recipe takes its scales from `calibration` (no outliers by
+    default: `outlier_kv(1.0)` with another seed).
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; pass one of {', '.join(RECIPES)}")
+    granularity, static = RECIPES[recipe]
+    cal = calibration or _calibration(*kv.k.shape)
+    qk, qv = (quantize(x, fmt, granularity, amax_scale(c, fmt, granularity) if static else None)
+              for x, c in ((kv.k, cal.k), (kv.v, cal.v)))
+    out, ref = attention(kv.q, qk, qv), attention(kv.q, kv.k, kv.v)
+    err = ((out - ref).norm(dim=-1) / ref.norm(dim=-1)).squeeze(-1).mean(0)  # per head
+    top = (kv.q @ qk.dequantize().transpose(-1, -2)).squeeze(-2).argmax(-1)
+    outlier = torch.zeros(err.shape[0], dtype=torch.bool)
+    outlier[list(kv.outlier_heads)] = True
+    return {"err_normal": err[~outlier].mean().item(), "err_outlier": err[outlier].mean().item(),
+            "retrieval": (top == kv.needles).float().mean().item(),
+            "retrieval_normal": (top == kv.needles)[:, ~outlier].float().mean().item(),
+            "retrieval_outlier": (top == kv.needles)[:, outlier].float().mean().item()}
+
+
+# --- K/V codecs for lclib.tinylm -------------------------------------------------------------
+
+def kv_codec(fmt: str = "e4m3", granularity: str = "head",
+             scale: float | Tensor | None = None) -> KVCodec:
+    """A TinyLM cache codec storing K/V with `quantize(x, fmt, granularity, scale)`.
+
+    Dynamic scales are computed per appended chunk (a whole prefill, or one decoded token).
+    """
+    quantize(torch.zeros(1, 1, 1, 1), fmt, granularity, scale)  # ValueError now, not mid-run
+    return KVCodec("int8" if fmt == "int8" else "fp8",
+                   lambda x: quantize(x, fmt, granularity, scale), lambda s: s.dequantize())
+
+
+def register_kv_codecs() -> list[str]:
+    """Register ``"<fmt>-<granularity>"`` codecs (dynamic scales) with TinyLM; their names."""
+    names = []
+    for fmt in FORMATS:
+        for granularity in GRANULARITIES:
+            names.append(f"{fmt}-{granularity}")
+            register_kv_codec(names[-1], kv_codec(fmt, granularity))
+    return names
+
+
+KV_CODEC_NAMES = register_kv_codecs()
+
+
+class CachedKV(torch.nn.Module):
+    """`model` whose attention reads K/V back through a `kv_dtype` cache.
+
+    `tinylm.evaluate(CachedKV(model, "e4m3-head"), ...)` measures accuracy with that cache
+    (the plain model's `hidden` attends over K/V that never went through a cache).
+    """
+
+    def __init__(self, model: TinyLM, kv_dtype: str) -> None:
+        super().__init__()
+        model.new_cache(kv_dtype)  # ValueError for unknown codecs
+        self.model, self.kv_dtype, self.lm_head = model, kv_dtype, model.lm_head
+
+    def hidden(self, tokens: Tensor) -> Tensor:
+        return self.model.hidden(tokens, self.model.new_cache(self.kv_dtype))
+
+
+def with_outlier_head(model: TinyLM, magnitude: float, layer: int = 0,
+                      kv_head: int = 0) -> TinyLM:
+    """A copy of `model` computing the same function whose cache has an outlier head.
+
+    K and V of `kv_head` in `layer` are `magnitude` times larger; its query heads' Q and the
+    output projection's matching columns are divided by `magnitude`, so in exact arithmetic
+    the logits do not change. Only the stored K/V does.
+    """
+    if not (math.isfinite(magnitude) and magnitude > 0):
+        raise ValueError(f"magnitude must be a finite positive number, got {magnitude}")
+    c = model.config
+    if not (0 <= layer < c.n_layers and 0 <= kv_head < c.n_kv_heads):
+        raise ValueError(f"pass 0 <= layer < {c.n_layers} and 0 <= kv_head < {c.n_kv_heads}")
+    out = copy.deepcopy(model)
+    attn, d = out.blocks[layer].attn, c.head_dim
+    kv_rows = slice(kv_head * d, (kv_head + 1) * d)
+    group = c.n_heads // c.n_kv_heads
+    q_rows = slice(kv_head * group * d, (kv_head + 1) * group * d)
+    with torch.no_grad():
+        attn.k.weight[kv_rows] *= magnitude
+        attn.v.weight[kv_rows] *= magnitude
+        attn.q.weight[q_rows] /= magnitude
+        for h in range(kv_head * group, (kv_head + 1) * group):
+            attn.o.weight[:, h * d:(h + 1) * d] /= magnitude
+    return out

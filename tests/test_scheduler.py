@@ -1,0 +1,99 @@
+"""The chunked-prefill scheduler: step costs from lclib, conservation, and the chunk trade-off."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lclib
+from lclib import scheduler as S
+
+COST = S.StepCost()  # Llama-3.3-70B on 4 H100s at 40% MFU
+
+
+def test_step_cost_is_a_roofline_of_lclib_times():
+    decode = COST.step([(100_000, 1)])  # one decode: memory-bound
+    assert decode == pytest.approx(lclib.decode_step_time("llama-3.3-70b", "h100-sxm", 100_000,
+                                                          n_gpus=4))
+    whole = COST.step([(0, 131_072)])  # a whole long prefill: compute-bound
+    assert whole == pytest.approx(lclib.prefill_time("llama-3.3-70b", "h100-sxm", 131_072,
+                                                     n_gpus=4))
+
+
+@given(st.integers(1, 20), st.integers(1, 10**6))
+def test_decode_coefficients_match_the_step(n, ctx):
+    a, b, m0, m1 = COST.decode_coefficients()
+    per = max(1, ctx // n)
+    pieces = [(per, 1)] * n
+    assert max(n * a + b * per * n, m0 + m1 * per * n) == pytest.approx(COST.step(pieces))
+
+
+def test_one_request_alone_matches_the_cost_model():
+    r = S.Request(arrival=5.0, prompt=10_000, output=3)
+    (s,) = S.simulate([r], COST, chunk=4096)
+    chunks = COST.compute(0, 4096) + COST.compute(4096, 4096) + COST.compute(8192, 1808)
+    assert s.ttft == pytest.approx(chunks)
+    decodes = COST.step([(10_001, 1)]) + COST.step([(10_002, 1)])
+    assert s.finish - s.first_token == pytest.approx(decodes)
+    (whole,) = S.simulate([r], COST, chunk=None)
+    assert whole.ttft == pytest.approx(COST.compute(0, 10_000))
+
+
+@settings(max_examples=25)
+@given(st.integers(2, 40), st.sampled_from([512, 4096, None]),
+       st.sampled_from(S.PRIORITIES), st.integers(0, 99))
+def test_every_request_is_served_in_order_of_its_own_events(n, chunk, priority, seed):
+    reqs = S.mixed_workload(n, rate=2.0, short_prompt=300, long_prompt=5000, long_fraction=0.3,
+                            output=5, seed=seed)
+    served = S.simulate(reqs, COST, chunk, priority)
+    assert len(served) == n
+    for s in served:
+        assert s.request.arrival < s.first_token < s.finish
+        assert s.ttft >= COST.compute(0, s.request.prompt) * (1 - 1e-9)  # never faster than alone
+
+
+def test_chunk_size_trade_off_for_seed_002_mix():
+    # 90% 2K prompts, 10% 128K prompts: with short-first ordering, 4K chunks bound the short
+    # prompts' p99 TTFT far below 16K chunks and no chunking; under FCFS they do not
+    reqs = S.mixed_workload(300, rate=0.1, seed=2)
+    res = {(c, p): S.summarize(S.simulate(reqs, COST, c, p), long_above=2048)
+           for c in (4096, 16384, None) for p in S.PRIORITIES}
+    sf = {c: res[(c, "short_first")]["short_ttft_p99"] for c in (4096, 16384, None)}
+    assert sf[4096] < sf[16384] < sf[None]
+    assert sf[None] > 0.9 * COST.compute(0, 131_072)
+    fcfs = [res[(c, "fcfs")]["short_ttft_p99"] for c in (4096, 16384, None)]
+    assert max(fcfs) / min(fcfs) < 1.2
+    assert res[(4096, "fcfs")]["short_tpot_p99"] < res[(None, "fcfs")]["short_tpot_p99"]
+    assert res[(4096, "short_first")]["long_ttft_p50"] >= res[(None, "short_first")][
+        "long_ttft_p50"] * 0.99
+
+
+def test_worst_short_ttft_orders_chunks():
+    w = [S.worst_short_ttft(COST, 131_072, 2048, c) for c in (4096, 16384, None)]
+    assert w[0] < w[1] < w[2]
+    assert w[2] == pytest.approx(COST.compute(0, 131_072) + COST.step([(0, 2048)]))
+
+
+def test_percentile_nearest_rank():
+    assert S.percentile(list(range(1, 101)), 99) == 99
+    assert S.percentile([3.0], 50) == 3.0
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: S.simulate([], COST), "at least one"),
+    (lambda: S.simulate([S.Request(0, 10, 2)], COST, priority="lifo"), "priority"),
+    (lambda: S.simulate([S.Request(0, 10, 2)], COST, chunk=0), "chunk"),
+    (lambda: S.mixed_workload(10, 1.0, long_fraction=1.5), "long_fraction"),
+    (lambda: S.percentile([], 50), "non-empty"),
+    (lambda: COST.step([]), "piece"),
+    (lambda: S.summarize(S.simulate([S.Request(0, 10, 2)], COST), 100), "mixed"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_tpot_of_single_token_output_is_nan():
+    (s,) = S.simulate([S.Request(0.0, 100, 1)], COST)
+    assert math.isnan(s.tpot) and s.finish == s.first_token
