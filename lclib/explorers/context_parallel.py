@@ -27,7 +27,8 @@ def cp_point(seq_len: int, cp: int, tp: int, link: str, kv_dtype: str,
     hides = cp == 1 or step["compute"] >= step["comm"]
     return {
         "mem_gb": mem["total"] / GB, "kv_gb": mem["kv"] / GB, "hbm_gb": hbm / GB,
-        "fits": "yes" if mem["total"] <= hbm else f"no: {mem['total'] / hbm:.1f}× the HBM",
+        "fits": (f"yes: {mem['total'] / hbm:.0%} of its HBM" if mem["total"] <= hbm
+                 else f"no: {mem['total'] / hbm:.1f}× its HBM"),
         "compute_s": step["compute"], "comm_s": step["comm"],
         "hides": "yes (nothing to send)" if cp == 1 else
                  ("yes" if hides else f"no: exposed {fmt_seconds(step['comm'] - step['compute'])}"
