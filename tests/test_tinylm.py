@@ -15,6 +15,7 @@ from lclib import ModelConfig, kv_cache_bytes, tinylm
 from lclib.tinylm import tasks
 from lclib.tinylm.__main__ import main
 from lclib.tinylm.model import plain_inv_freq
+from lclib.tinylm.training import copy_sample
 
 SMALL = ModelConfig("test", hidden_size=32, n_layers=2, n_heads=4, n_kv_heads=2,
                     intermediate_size=48, vocab_size=64)
@@ -270,21 +271,46 @@ def test_checkpoint_is_small_and_described() -> None:
     assert metrics["params"] == model.config.n_params == sum(p.numel() for p in model.parameters())
 
 
-def test_checkpoint_finds_needles_at_training_length(trained: tinylm.TinyLM) -> None:
+@pytest.mark.parametrize("task", list(tasks.TASKS))
+def test_checkpoint_solves_every_task_at_training_length(trained: tinylm.TinyLM,
+                                                          task: str) -> None:
     n = trained.config.max_position_embeddings
-    acc = tinylm.evaluate(trained, "single_needle", lengths=(n,), depths=(0.0, 0.5, 1.0),
+    acc = tinylm.evaluate(trained, task, lengths=(n,), depths=(0.0, 0.5, 1.0),
                           n_samples=16, seed=99)
     assert acc.accuracy.shape == (1, 3)
     assert acc.accuracy.mean() > 0.9
 
 
 def test_training_script_writes_a_loadable_checkpoint(tmp_path) -> None:  # noqa: ANN001
-    main(["train", "--steps", "2", "--out", str(tmp_path), "--eval-samples", "1"])
+    main(["train", "--copy-steps", "1", "--task-steps", "1", "--out", str(tmp_path),
+          "--eval-samples", "1"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["steps"] == 2 and set(metrics["accuracy"]) == set(tasks.TASKS)
+    assert metrics["steps"] == 2 and metrics["copy_steps"] == 1
+    assert set(metrics["accuracy"]) == set(tasks.TASKS)
     assert tinylm.load(tmp_path).config == tinylm.CONFIG
 
 
-def test_training_loss_falls() -> None:
-    _, losses, _ = tinylm.train(steps=30, tokens_per_step=1024, lr=1e-3, log=None)
-    assert sum(losses[-5:]) / 5 < sum(losses[:3]) / 3 - 0.2
+@pytest.mark.parametrize(("copy_steps", "task_steps", "drop"), [(0, 30, 0.5), (40, 0, 0.1)])
+def test_training_loss_falls(copy_steps: int, task_steps: int, drop: float) -> None:
+    _, losses, _ = tinylm.train(copy_steps, task_steps, log=None)
+    assert sum(losses[-5:]) / 5 < sum(losses[:3]) / 3 - drop
+
+
+def test_training_rejects_no_steps() -> None:
+    with pytest.raises(ValueError, match="copy_steps"):
+        tinylm.train(0, 0, log=None)
+
+
+@given(st.integers(5, 200), st.integers(0, 2**32))
+def test_copy_sample_answers_repeat_the_segment(length: int, seed: int) -> None:
+    sample = copy_sample(length, random.Random(seed))
+    half = (length - 1) // 2
+    assert sample.tokens.shape == sample.answer_mask.shape == (length,)
+    assert torch.equal(sample.tokens[1:1 + half], sample.tokens[1 + half:1 + 2 * half])
+    assert torch.equal(sample.answer, sample.tokens[2:1 + half])
+    assert int(sample.answer_mask.sum()) == half - 1
+
+
+def test_copy_sample_needs_room() -> None:
+    with pytest.raises(ValueError, match="length >= 5"):
+        copy_sample(4, random.Random(0))

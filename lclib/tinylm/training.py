@@ -1,8 +1,11 @@
 """Train TinyLM on the retrieval tasks on a CPU in minutes, and save or load the checkpoint.
 
-The recipe: sequences of random length up to the training context (single needles first,
-then a mix with multi-key and variable-tracking samples), with the loss on answer tokens
-only. Batches hold a fixed number of tokens, so short sequences come in larger batches.
+Every task here is solved by one circuit, the induction head: find where the current token
+occurred before and copy what followed it. Trained on the tasks alone, a small model first
+learns a shortcut (copy any value in the context) and sits on that plateau. So the recipe has
+two phases: a copy phase on short repeated random segments, whose every second-half token needs
+the induction head (it forms in a few hundred steps), then the task mix, with the loss on
+answer tokens only and sequence lengths growing to the training context.
 """
 
 from __future__ import annotations
@@ -33,20 +36,41 @@ CONFIG = ModelConfig(
     source="trained in minutes on a CPU by `python -m lclib.tinylm train`",
 )
 
+COPY_LENGTHS = (16, 32)  # the copy phase: short sequences, so many per step
+COPY_TOKENS = 512  # tokens per step in the copy phase
+TASK_TOKENS = 2048  # tokens per step in the task phase
+TASK_MIN_LENGTH = 32
 
-def training_sample(length: int, rng: random.Random, warmup: bool = False) -> tasks.Sample:
-    """A random training sequence of `length` tokens: single needles only during `warmup`,
-    then 40% single needles, 30% multi-key (every key queried), 30% variable tracking."""
+
+def copy_sample(length: int, rng: random.Random) -> tasks.Sample:
+    """BOS, a random segment, the same segment again (then filler up to `length`).
+
+    The answers are the repeat's tokens after its first: each is predictable only by finding
+    the previous token's earlier occurrence and copying what followed it.
+    """
+    half = (length - 1) // 2
+    if half < 2:
+        raise ValueError(f"a copy sample needs length >= 5, got {length}")
+    segment = rng.choices(range(tasks.KEYS.start, tasks.VOCAB_SIZE), k=half)
+    tail = rng.choices(tasks.FILLER, k=length - 1 - 2 * half)
+    tokens = [tasks.BOS, *segment, *segment, *tail]
+    mask = [False] * (half + 2) + [True] * (half - 1) + [False] * len(tail)
+    return tasks.Sample(torch.tensor(tokens), torch.tensor(mask))
+
+
+def task_sample(length: int, rng: random.Random) -> tasks.Sample:
+    """A random retrieval sequence of `length` tokens: 20% single needles, 40% multi-key
+    (1-8 keys, all queried), 40% variable tracking (1-3 hops, 1-3 chains)."""
     room = max(1, (length - 8) // 6)  # needles that fit with their queries
-    draw = 0.0 if warmup else rng.random()
-    if draw < 0.4:
+    draw = rng.random()
+    if draw < 0.2:
         return tasks.single_needle(length, rng.random(), rng)
-    if draw < 0.7:
-        n = rng.randint(1, min(4, room))
+    if draw < 0.6:
+        n = rng.randint(1, min(8, room))
         return tasks.multi_key(length, rng.random(), rng, n_keys=n, n_queries=n)
     hops = rng.randint(1, min(3, room))
     return tasks.variable_tracking(length, rng.random(), rng, hops=hops,
-                                   n_chains=rng.randint(1, max(1, min(2, room // hops))))
+                                   n_chains=rng.randint(1, max(1, min(3, room // hops))))
 
 
 def answer_loss(model: TinyLM, tokens: Tensor, answer_mask: Tensor) -> Tensor:
@@ -64,35 +88,38 @@ def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def max_length(step: int, steps: int, min_len: int, config: ModelConfig) -> int:
-    """The curriculum: the longest sequence at `step`, full context from half-way on."""
-    full = config.max_position_embeddings
-    return min(full, min_len + round((full - min_len) * 2 * step / steps))
+def batch_at(step: int, copy_steps: int, task_steps: int, config: ModelConfig,
+             rng: random.Random) -> list[tasks.Sample]:
+    """The sequences of optimizer step `step`: copy samples, then the task mix with the
+    longest length growing to the full context over the first half of the task phase."""
+    if step < copy_steps:
+        length = rng.randint(*COPY_LENGTHS)
+        return [copy_sample(length, rng) for _ in range(COPY_TOKENS // length)]
+    full, progress = config.max_position_embeddings, 2 * (step - copy_steps) / task_steps
+    length = rng.randint(TASK_MIN_LENGTH, min(full, round(
+        TASK_MIN_LENGTH + (full - TASK_MIN_LENGTH) * progress)))
+    return [task_sample(length, rng) for _ in range(max(1, TASK_TOKENS // length))]
 
 
-def train(steps: int = 600, seed: int = 0, config: ModelConfig = CONFIG,
-          tokens_per_step: int = 2048, min_len: int = 32, lr: float = 3e-3, threads: int = 2,
-          log: Callable[[str], None] | None = print, log_every: int = 50,
+def train(copy_steps: int = 800, task_steps: int = 500, seed: int = 0,
+          config: ModelConfig = CONFIG, lr: float = 2e-3, threads: int = 2,
+          log: Callable[[str], None] | None = print, log_every: int = 100,
           ) -> tuple[TinyLM, list[float], float]:
-    """Train from scratch; returns the model, the loss of every step and the seconds taken.
-
-    Sequence lengths grow from `min_len` to the full context over the first half of training;
-    the first third sees single needles only (they teach the copy-the-value circuit).
-    """
+    """Train from scratch; returns the model, the loss of every step and the seconds taken."""
+    if copy_steps < 0 or task_steps < 0 or copy_steps + task_steps == 0:
+        raise ValueError(f"pass copy_steps >= 0 and task_steps >= 0, not both 0; got "
+                         f"{copy_steps} and {task_steps}")
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = random.Random(seed)
     model = TinyLM(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    losses: list[float] = []
+    steps, losses = copy_steps + task_steps, []
     start = time.perf_counter()
     for step in range(steps):
-        length = rng.randint(min_len, max_length(step, steps, min_len, config))
-        warmup = step < steps // 3
-        samples = [training_sample(length, rng, warmup)
-                   for _ in range(max(1, tokens_per_step // length))]
+        samples = batch_at(step, copy_steps, task_steps, config, rng)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup=max(1, steps // 20))
+            group["lr"] = lr_at(step, steps, lr, warmup=min(50, max(1, steps // 20)))
         loss = answer_loss(model, *tasks.batch(samples))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -100,8 +127,9 @@ def train(steps: int = 600, seed: int = 0, config: ModelConfig = CONFIG,
         opt.step()
         losses.append(loss.item())
         if log and (step % log_every == 0 or step == steps - 1):
-            log(f"step {step:5d}  len {length:4d}  loss {loss.item():.4f}  "
-                f"{time.perf_counter() - start:6.1f}s")
+            phase = "copy" if step < copy_steps else "task"
+            log(f"step {step:5d}  {phase}  len {samples[0].tokens.numel():4d}  "
+                f"loss {loss.item():.4f}  {time.perf_counter() - start:6.1f}s")
     return model, losses, time.perf_counter() - start
 
 
@@ -128,7 +156,7 @@ def load(path: str | Path = CHECKPOINT) -> TinyLM:
 
 
 def metrics_for(model: TinyLM, losses: list[float], seconds: float, seed: int,
-                n_samples: int = 32) -> dict[str, object]:
+                copy_steps: int, n_samples: int = 32) -> dict[str, object]:
     """Parameters, training time and task accuracy at 1x, 2x and 4x the training length."""
     n, tail = model.config.max_position_embeddings, max(1, len(losses) // 10)
     accuracy = {task: tasks.evaluate(model, task, lengths=(n, 2 * n, 4 * n),
@@ -138,6 +166,8 @@ def metrics_for(model: TinyLM, losses: list[float], seconds: float, seed: int,
         "params": sum(p.numel() for p in model.parameters()),
         "train_seconds": round(seconds, 1),
         "steps": len(losses),
+        "copy_steps": copy_steps,
+        "threads": torch.get_num_threads(),
         "seed": seed,
         "first_loss": round(losses[0], 4),
         "final_loss": round(sum(losses[-tail:]) / tail, 4),  # mean of the last tenth
