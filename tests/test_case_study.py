@@ -1,9 +1,13 @@
-"""Chapter 7's explorer and the needle-in-a-haystack experiment."""
+"""Chapter 7's explorer and the RULER-like suite experiment."""
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import lclib
-from lclib.bench import run_experiment
+from lclib import tinylm
+from lclib.bench import niah, run_experiment
 from lclib.explorer import MAX_GRID_POINTS
 from lclib.explorers import case_study as C
 
@@ -32,13 +36,26 @@ def test_per_query_cost_collapses_to_the_marginal():
     assert many["marginal_s"] < many["per_query_s"] < one["per_query_s"] / 2
 
 
-def test_niah_tiny_on_cpu():
+def test_niah_suite_tiny_on_cpu():
     run = run_experiment("niah", sizes=[64, 96], out=None)
-    assert run["lengths"] == [64, 96] and len(run["reference"]) == 2
-    assert all(0 <= a <= 1 for row in run["reference"] for a in row)
-    for name, delta in run["delta"].items():
-        by_len = [sum(r) / len(r) for r in run["runs"][name]]
-        base = [sum(r) / len(r) for r in run["reference"]]
-        assert delta == pytest.approx([a - b for a, b in zip(by_len, base, strict=True)])
-    if run["trained"]:  # chunked prefill computes the same function: no change at all
-        assert run["delta"]["chunked prefill"] == [0.0, 0.0]
+    assert run["lengths"] == [64, 96] and set(run["tasks"]) == set(tinylm.TASKS)
+    for report in run["tasks"].values():
+        ref = np.array(report["reference"])
+        assert ref.shape == (2, len(run["depths"])) and ((ref >= 0) & (ref <= 1)).all()
+        assert report["accuracy"] == pytest.approx(ref.mean(1))
+        for name, delta in report["delta"].items():
+            assert delta == pytest.approx(np.array(report["runs"][name]).mean(1) - ref.mean(1))
+        if run["trained"]:  # chunked prefill computes the same function: no change at all
+            assert report["delta"]["chunked prefill"] == [0.0, 0.0]
+
+
+@given(st.floats(0, 1), st.integers(1, 10_000))
+def test_noise_floor_is_positive_symmetric_and_shrinks_with_samples(p, n):
+    assert niah.noise_floor(p, n) > 0
+    assert niah.noise_floor(p, n) == pytest.approx(niah.noise_floor(1 - p, n))
+    assert niah.noise_floor(p, 4 * n) < niah.noise_floor(p, n)
+
+
+def test_noise_floor_of_a_coin_is_two_standard_errors():
+    n = 10_000  # smoothing is negligible
+    assert niah.noise_floor(0.5, n) == pytest.approx(2 * (2 * 0.25 / n) ** 0.5, rel=1e-3)

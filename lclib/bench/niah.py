@@ -1,15 +1,20 @@
-"""Needle in a haystack on lclib.tinylm: accuracy over length x depth, KV dtype and chunking.
+"""A RULER-like suite on lclib.tinylm: bf16 vs FP8 KV, chunked prefill on and off.
 
-Seed 002's parity method in miniature: run the reference twice (two sample seeds: the noise
-floor), then each candidate (FP8 KV with per-tensor or per-head scales, chunked prefill), and
-report each candidate's accuracy change per length next to the noise. The model is tiny and its
-checkpoint was trained at 256 tokens; the method, not the numbers, is what carries to 128K.
+Seed 002's parity method in miniature. For each task and length: the reference (bf16 KV,
+one-shot prefill) on two independent sample sets, then each candidate on the first set's
+sequences. A candidate's Δ accuracy means something only above the noise floor: two standard
+errors of the difference of two N-sample accuracies, 2·sqrt(2·p(1-p)/N), with p smoothed as
+(hits+1)/(N+2) so that a perfect score still has a floor. The single-needle grids over length
+x depth are the needle-in-a-haystack heatmaps. The checkpoint was trained at 256 tokens; the
+method, not the numbers, is what carries to 128K.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -17,11 +22,12 @@ from lclib import fp8, tinylm
 
 from .core import experiment
 
-REFERENCE = "fp32"
+REFERENCE = ("bf16", None)
 CANDIDATES = {"FP8 KV, per tensor": ("e4m3-tensor", None),
-              "FP8 KV, per head": ("e4m3-head", None), "chunked prefill": (REFERENCE, 64)}
+              "FP8 KV, per head": ("e4m3-head", None), "chunked prefill": ("bf16", 64)}
+SUITE = tuple(tinylm.TASKS)  # single_needle, multi_key, variable_tracking
 DEPTHS = (0.0, 0.33, 0.67, 1.0)
-CPU_LENGTHS, CUDA_LENGTHS = (128, 256, 384), (128, 256, 512, 1024, 2048)
+CPU_LENGTHS, CUDA_LENGTHS = (128, 256, 512), (128, 256, 512, 1024, 2048)
 
 
 class Served(torch.nn.Module):
@@ -46,32 +52,45 @@ def _load(device: torch.device) -> tuple[tinylm.TinyLM, bool]:
         return tinylm.TinyLM(tinylm.CONFIG).to(device), False
 
 
-def heatmap(model: tinylm.TinyLM, kv_dtype: str, chunk: int | None, lengths: tuple[int, ...],
-            n_samples: int, seed: int) -> list[list[float]]:
-    """Exact-match accuracy [length][depth] of the single-needle task."""
-    return tinylm.evaluate(Served(model, kv_dtype, chunk), "single_needle", lengths, DEPTHS,
-                           n_samples=n_samples, seed=seed).accuracy.tolist()
+def accuracy(model: tinylm.TinyLM, task: str, setup: tuple[str, int | None],
+             lengths: tuple[int, ...], n_samples: int, seed: int) -> np.ndarray:
+    """Exact-match accuracy [length, depth] of `task` served with `setup` = (kv_dtype, chunk)."""
+    return tinylm.evaluate(Served(model, *setup), task, lengths, DEPTHS, n_samples=n_samples,
+                           seed=seed).accuracy
 
 
-def _by_length(grid: list[list[float]]) -> list[float]:
-    return [sum(row) / len(row) for row in grid]
+def noise_floor(p: float, n: int) -> float:
+    """Two standard errors of the difference of two `n`-sample accuracies near `p`."""
+    p = (p * n + 1) / (n + 2)
+    return 2 * math.sqrt(2 * p * (1 - p) / n)
+
+
+def compare(model: tinylm.TinyLM, task: str, lengths: tuple[int, ...],
+            n_samples: int) -> dict[str, Any]:
+    """One task's parity report: grids, per-length accuracy, noise and each candidate's Δ."""
+    ref = accuracy(model, task, REFERENCE, lengths, n_samples, seed=1)
+    ref2 = accuracy(model, task, REFERENCE, lengths, n_samples, seed=2)
+    runs = {name: accuracy(model, task, setup, lengths, n_samples, seed=1)
+            for name, setup in CANDIDATES.items()}
+    n = n_samples * len(DEPTHS)
+    base = ref.mean(1)
+    return {"reference": ref.tolist(), "reference_seed2": ref2.tolist(),
+            "runs": {name: grid.tolist() for name, grid in runs.items()},
+            "accuracy": base.tolist(),
+            "seed_to_seed": np.abs(base - ref2.mean(1)).tolist(),
+            "noise_floor": [noise_floor(p, n) for p in base],
+            "delta": {name: (grid.mean(1) - base).tolist() for name, grid in runs.items()}}
 
 
 @experiment("niah")
 def niah(device: torch.device, sizes: list[int] | None = None, dtype: str = "fp32",
          n_samples: int | None = None) -> dict[str, Any]:
-    """Heatmaps of the reference (two seeds) and each candidate; deltas per length."""
+    """The suite over `sizes` (context lengths) for every task; `dtype` is unused (bf16 KV is
+    the reference, FP8 KV a candidate)."""
     lengths = tuple(sizes or (CUDA_LENGTHS if device.type == "cuda" else CPU_LENGTHS))
     n = n_samples or (64 if device.type == "cuda" else 8)
     model, trained = _load(device)
-    ref = heatmap(model, REFERENCE, None, lengths, n, seed=1)
-    ref2 = heatmap(model, REFERENCE, None, lengths, n, seed=2)
-    runs = {name: heatmap(model, kv, chunk, lengths, n, seed=1)
-            for name, (kv, chunk) in CANDIDATES.items()}
-    base = _by_length(ref)
-    noise = [abs(a - b) for a, b in zip(base, _by_length(ref2), strict=True)]
-    return {"trained": trained, "lengths": list(lengths), "depths": list(DEPTHS),
-            "n_samples": n, "reference": ref, "reference_seed2": ref2, "runs": runs,
-            "noise_floor": noise,
-            "delta": {k: [a - b for a, b in zip(_by_length(v), base, strict=True)]
-                      for k, v in runs.items()}}
+    return {"trained": trained, "train_length": model.config.max_position_embeddings,
+            "lengths": list(lengths), "depths": list(DEPTHS), "n_samples": n,
+            "reference_setup": "bf16 KV, one-shot prefill",
+            "tasks": {task: compare(model, task, lengths, n) for task in SUITE}}
