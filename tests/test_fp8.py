@@ -1,6 +1,7 @@
 """lclib.fp8: formats, scales, saturation, attention over fp8 K/V, codecs, the fp8-decode bench."""
 
 import math
+import random
 
 import pytest
 import torch
@@ -165,3 +166,24 @@ def test_capacity_explorer_halves_the_kv(seq_len, model):
     assert p["users_fp8"] >= 2 * p["users_bf16"]
     assert p["tpot_fp8"] < p["tpot_bf16"] and p["gpus_fp8"] <= p["gpus_bf16"]
     assert len(fp8_capacity_explorer(steps=3).to_html()) > 1000
+
+
+def test_checkpoint_survives_dynamic_fp8_outliers_but_not_clipping_or_int8():
+    """Chapter 5's claim on the committed checkpoint, for a 10^4x outlier on each KV head."""
+    model = tinylm.load()
+    n = model.config.max_position_embeddings
+    calibration = tinylm.get_task("single_needle")(n, 0.5, random.Random(0)).tokens[None]
+    _, cal = model.prefill(calibration)
+    static = fp8.amax_scale(torch.cat([c for side in (cal.keys, cal.values) for layer in side
+                                       for c in layer]), "e4m3")
+    tinylm.register_kv_codec("e4m3-static-test", fp8.kv_codec("e4m3", "tensor", scale=static))
+
+    def accuracy(kv_head: int, kv_dtype: str) -> float:
+        skewed = fp8.with_outlier_head(model, 1e4, kv_head=kv_head)
+        return tinylm.evaluate(fp8.CachedKV(skewed, kv_dtype), lengths=(n,),
+                               depths=(0.1, 0.5, 0.9), n_samples=8).accuracy.mean()
+
+    heads = range(model.config.n_kv_heads)
+    assert min(accuracy(h, kv) for h in heads for kv in ("e4m3-tensor", "e4m3-head")) > 0.9
+    assert min(accuracy(h, "e4m3-static-test") for h in heads) < 0.5
+    assert min(accuracy(h, "int8-tensor") for h in heads) < 0.5

@@ -269,3 +269,13 @@ def test_exercise_master_embeds_the_stored_transformers_numbers():
     assert len(embedded) == len(stored) >= 4
     for e, s in zip(embedded, stored, strict=True):
         assert e["inv_freq"] == pytest.approx(s["inv_freq"], rel=1e-8)
+
+
+def test_the_checkpoint_needs_scaling_past_its_training_length():
+    """Chapter 6's story, on the committed checkpoint: plain RoPE fails at 4x, YaRN holds."""
+    from lclib.bench.rope_extrapolation import extrapolation
+    model = lclib.tinylm.load()
+    n = model.config.max_position_embeddings
+    rows = {r["method"]: r["accuracy"] for r in extrapolation(model, [4 * n], 8)}
+    assert rows["none"] < 0.5
+    assert rows["yarn"] > 0.9
