@@ -282,7 +282,7 @@ def test_checkpoint_solves_every_task_at_training_length(trained: tinylm.TinyLM,
 
 
 def test_training_script_writes_a_loadable_checkpoint(tmp_path) -> None:  # noqa: ANN001
-    main(["train", "--copy-steps", "1", "--task-steps", "1", "--out", str(tmp_path),
+    main(["train", "--max-copy-steps", "1", "--task-steps", "1", "--out", str(tmp_path),
           "--eval-samples", "1"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["steps"] == 2 and metrics["copy_steps"] == 1
@@ -296,8 +296,13 @@ def test_training_loss_falls(copy_steps: int, task_steps: int, drop: float) -> N
     assert sum(losses[-5:]) / 5 < sum(losses[:3]) / 3 - drop
 
 
+def test_copy_phase_ends_once_the_loss_is_below_formed_loss() -> None:
+    _, losses, _ = tinylm.train(200, 0, formed_loss=10.0, log=None)  # any loss counts
+    assert len(losses) == 51  # the first check comes after 50 steps of warmup
+
+
 def test_training_rejects_no_steps() -> None:
-    with pytest.raises(ValueError, match="copy_steps"):
+    with pytest.raises(ValueError, match="max_copy_steps"):
         tinylm.train(0, 0, log=None)
 
 

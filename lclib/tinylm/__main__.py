@@ -1,6 +1,6 @@
 """Train or evaluate TinyLM.
 
-    python -m lclib.tinylm train [--copy-steps N] [--task-steps N] [--out DIR] [--seed S]
+    python -m lclib.tinylm train [--max-copy-steps N] [--task-steps N] [--out DIR] [--seed S]
     python -m lclib.tinylm eval [--dir DIR]
 """
 
@@ -17,8 +17,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lclib.tinylm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train from scratch and save a checkpoint")
-    p_train.add_argument("--copy-steps", type=int, default=800,
-                         help="optimizer steps on repeated segments (forms the induction head)")
+    p_train.add_argument("--max-copy-steps", type=int, default=3000,
+                         help="most steps on repeated segments (stops once the induction head "
+                              "has formed)")
     p_train.add_argument("--task-steps", type=int, default=500,
                          help="optimizer steps on the retrieval tasks")
     p_train.add_argument("--threads", type=int, default=2, help="CPU threads")
@@ -30,9 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     p_eval.add_argument("--dir", default=str(CHECKPOINT), help="checkpoint folder")
     args = parser.parse_args(argv)
     if args.command == "train":
-        model, losses, seconds = train(args.copy_steps, args.task_steps, seed=args.seed,
+        model, losses, seconds = train(args.max_copy_steps, args.task_steps, seed=args.seed,
                                        threads=args.threads)
-        metrics = metrics_for(model, losses, seconds, args.seed, args.copy_steps,
+        metrics = metrics_for(model, losses, seconds, args.seed, args.task_steps,
                               args.eval_samples)
         print(json.dumps(metrics, indent=2))
         print(f"saved to {save(model, args.out, metrics)}")

@@ -4,8 +4,9 @@ Every task here is solved by one circuit, the induction head: find where the cur
 occurred before and copy what followed it. Trained on the tasks alone, a small model first
 learns a shortcut (copy any value in the context) and sits on that plateau. So the recipe has
 two phases: a copy phase on short repeated random segments, whose every second-half token needs
-the induction head (it forms in a few hundred steps), then the task mix, with the loss on
-answer tokens only and sequence lengths growing to the training context.
+the induction head, until it has formed (the loss drops abruptly, after a number of steps that
+depends on the seed); then the task mix, with the loss on answer tokens only and sequence
+lengths growing to the training context.
 """
 
 from __future__ import annotations
@@ -80,56 +81,71 @@ def answer_loss(model: TinyLM, tokens: Tensor, answer_mask: Tensor) -> Tensor:
     return F.cross_entropy(model.lm_head(hidden), tokens[:, 1:][targets])
 
 
-def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
-    """Linear warmup, then cosine decay to a tenth of the peak."""
+def lr_at(step: int, steps: int, peak: float, warmup: int = 0) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to a tenth of the peak at `steps`."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def batch_at(step: int, copy_steps: int, task_steps: int, config: ModelConfig,
-             rng: random.Random) -> list[tasks.Sample]:
-    """The sequences of optimizer step `step`: copy samples, then the task mix with the
-    longest length growing to the full context over the first half of the task phase."""
-    if step < copy_steps:
-        length = rng.randint(*COPY_LENGTHS)
-        return [copy_sample(length, rng) for _ in range(COPY_TOKENS // length)]
-    full, progress = config.max_position_embeddings, 2 * (step - copy_steps) / task_steps
-    length = rng.randint(TASK_MIN_LENGTH, min(full, round(
-        TASK_MIN_LENGTH + (full - TASK_MIN_LENGTH) * progress)))
+def copy_batch(rng: random.Random) -> list[tasks.Sample]:
+    """One copy-phase step: copy samples of one random length."""
+    length = rng.randint(*COPY_LENGTHS)
+    return [copy_sample(length, rng) for _ in range(COPY_TOKENS // length)]
+
+
+def task_batch(step: int, task_steps: int, config: ModelConfig,
+               rng: random.Random) -> list[tasks.Sample]:
+    """Task-phase step `step`: the longest length grows to the full context by half-way."""
+    full = config.max_position_embeddings
+    longest = TASK_MIN_LENGTH + (full - TASK_MIN_LENGTH) * 2 * step / task_steps
+    length = rng.randint(TASK_MIN_LENGTH, min(full, round(longest)))
     return [task_sample(length, rng) for _ in range(max(1, TASK_TOKENS // length))]
 
 
-def train(copy_steps: int = 800, task_steps: int = 500, seed: int = 0,
-          config: ModelConfig = CONFIG, lr: float = 2e-3, threads: int = 2,
-          log: Callable[[str], None] | None = print, log_every: int = 100,
+def train(max_copy_steps: int = 3000, task_steps: int = 500, seed: int = 0,
+          config: ModelConfig = CONFIG, lr: float = 2e-3, formed_loss: float = 0.5,
+          threads: int = 2, log: Callable[[str], None] | None = print, log_every: int = 100,
           ) -> tuple[TinyLM, list[float], float]:
-    """Train from scratch; returns the model, the loss of every step and the seconds taken."""
-    if copy_steps < 0 or task_steps < 0 or copy_steps + task_steps == 0:
-        raise ValueError(f"pass copy_steps >= 0 and task_steps >= 0, not both 0; got "
-                         f"{copy_steps} and {task_steps}")
+    """Train from scratch; returns the model, the loss of every step and the seconds taken.
+
+    The copy phase runs at a constant `lr` until the mean loss of its last 50 steps is below
+    `formed_loss` (or for `max_copy_steps`); the task phase decays it by a cosine.
+    """
+    if max_copy_steps < 0 or task_steps < 0 or max_copy_steps + task_steps == 0:
+        raise ValueError(f"pass max_copy_steps >= 0 and task_steps >= 0, not both 0; got "
+                         f"{max_copy_steps} and {task_steps}")
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = random.Random(seed)
     model = TinyLM(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
-    steps, losses = copy_steps + task_steps, []
+    losses: list[float] = []
     start = time.perf_counter()
-    for step in range(steps):
-        samples = batch_at(step, copy_steps, task_steps, config, rng)
+
+    def step(samples: list[tasks.Sample], rate: float, phase: str) -> None:
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup=min(50, max(1, steps // 20)))
+            group["lr"] = rate
         loss = answer_loss(model, *tasks.batch(samples))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
-        if log and (step % log_every == 0 or step == steps - 1):
-            phase = "copy" if step < copy_steps else "task"
-            log(f"step {step:5d}  {phase}  len {samples[0].tokens.numel():4d}  "
-                f"loss {loss.item():.4f}  {time.perf_counter() - start:6.1f}s")
+        if log and len(losses) % log_every == 1:
+            log(f"step {len(losses) - 1:5d}  {phase}  len {samples[0].tokens.numel():4d}  "
+                f"loss {losses[-1]:.4f}  {time.perf_counter() - start:6.1f}s")
+
+    for i in range(max_copy_steps):
+        step(copy_batch(rng), lr * min(1.0, (i + 1) / 50), "copy")
+        if i >= 50 and sum(losses[-50:]) / 50 < formed_loss:
+            break
+    for i in range(task_steps):
+        step(task_batch(i, task_steps, config, rng), lr_at(i, task_steps, lr), "task")
+    if log:
+        log(f"{len(losses)} steps ({len(losses) - task_steps} copy) in "
+            f"{time.perf_counter() - start:.1f}s, final loss {losses[-1]:.4f}")
     return model, losses, time.perf_counter() - start
 
 
@@ -156,7 +172,7 @@ def load(path: str | Path = CHECKPOINT) -> TinyLM:
 
 
 def metrics_for(model: TinyLM, losses: list[float], seconds: float, seed: int,
-                copy_steps: int, n_samples: int = 32) -> dict[str, object]:
+                task_steps: int, n_samples: int = 32) -> dict[str, object]:
     """Parameters, training time and task accuracy at 1x, 2x and 4x the training length."""
     n, tail = model.config.max_position_embeddings, max(1, len(losses) // 10)
     accuracy = {task: tasks.evaluate(model, task, lengths=(n, 2 * n, 4 * n),
@@ -166,7 +182,7 @@ def metrics_for(model: TinyLM, losses: list[float], seconds: float, seed: int,
         "params": sum(p.numel() for p in model.parameters()),
         "train_seconds": round(seconds, 1),
         "steps": len(losses),
-        "copy_steps": copy_steps,
+        "copy_steps": len(losses) - task_steps,
         "threads": torch.get_num_threads(),
         "seed": seed,
         "first_loss": round(losses[0], 4),
