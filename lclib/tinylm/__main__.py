@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
                               "has formed)")
     p_train.add_argument("--task-steps", type=int, default=500,
                          help="optimizer steps on the retrieval tasks")
-    p_train.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p_train.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     p_train.add_argument("--seed", type=int, default=0)
     p_train.add_argument("--out", default=str(CHECKPOINT), help="checkpoint folder")
     p_train.add_argument("--eval-samples", type=int, default=32,

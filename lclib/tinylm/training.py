@@ -106,18 +106,20 @@ def task_batch(step: int, task_steps: int, config: ModelConfig,
 
 def train(max_copy_steps: int = 3000, task_steps: int = 500, seed: int = 0,
           config: ModelConfig = CONFIG, lr: float = 2e-3, formed_loss: float = 0.5,
-          threads: int = 2, log: Callable[[str], None] | None = print, log_every: int = 100,
-          ) -> tuple[TinyLM, list[float], float]:
+          threads: int | None = None, log: Callable[[str], None] | None = print,
+          log_every: int = 100) -> tuple[TinyLM, list[float], float]:
     """Train from scratch; returns the model, the loss of every step and the seconds taken.
 
     The copy phase runs at a constant `lr` until the mean loss of its last 50 steps is below
-    `formed_loss` (or for `max_copy_steps`); the task phase decays it by a cosine.
+    `formed_loss` (or for `max_copy_steps`); the task phase decays it by a cosine. `threads`
+    sets torch's CPU threads for good; None keeps the current setting.
     """
     if max_copy_steps < 0 or task_steps < 0 or max_copy_steps + task_steps == 0:
         raise ValueError(f"pass max_copy_steps >= 0 and task_steps >= 0, not both 0; got "
                          f"{max_copy_steps} and {task_steps}")
     torch.manual_seed(seed)
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     rng = random.Random(seed)
     model = TinyLM(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
