@@ -59,3 +59,38 @@ def test_noise_floor_is_positive_symmetric_and_shrinks_with_samples(p, n):
 def test_noise_floor_of_a_coin_is_two_standard_errors():
     n = 10_000  # smoothing is negligible
     assert niah.noise_floor(0.5, n) == pytest.approx(2 * (2 * 0.25 / n) ** 0.5, rel=1e-3)
+
+
+grids = st.integers(1, 6).flatmap(lambda n: st.tuples(
+    st.lists(st.lists(st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]), min_size=3, max_size=3),
+             min_size=n, max_size=n),
+    st.lists(st.integers(1, 4096), min_size=n, max_size=n, unique=True).map(sorted)))
+
+
+@given(grids, st.sampled_from([0.5, 0.8, 0.9, 1.0]))
+def test_effective_length_is_where_the_passing_rows_end(grid_lengths, threshold):
+    grid, lengths = grid_lengths
+    means = [sum(row) / len(row) for row in grid]
+    eff = niah.effective_length(grid, lengths, threshold)
+    upto = 0 if eff is None else lengths.index(eff) + 1
+    assert all(m >= threshold for m in means[:upto])  # every length up to it passes
+    assert upto == len(lengths) or means[upto] < threshold  # the next one fails
+    stricter = niah.effective_length(grid, lengths, min(1.0, threshold + 0.1))
+    assert (stricter or 0) <= (eff or 0)
+
+
+def test_effective_length_reads_a_heatmap():
+    grid = [[1, 1, 1], [1, 0.5, 1], [1, 1, 1]]  # a dip in the middle at the second length
+    assert niah.effective_length(grid, [1024, 2048, 4096]) == 1024
+    assert niah.effective_length(grid, [1024, 2048, 4096], threshold=0.8) == 4096
+    assert niah.effective_length([[0.5, 1]], [128]) is None
+
+
+@pytest.mark.parametrize(("grid", "lengths", "threshold", "message"), [
+    ([[1, 1]], [128, 256], 0.9, "one row per length"),
+    ([[1], [1]], [256, 128], 0.9, "increasing order"),
+    ([[1]], [128], 0.0, "threshold in"),
+])
+def test_effective_length_bad_input(grid, lengths, threshold, message):
+    with pytest.raises(ValueError, match=message):
+        niah.effective_length(grid, lengths, threshold)

@@ -11,6 +11,7 @@ method, not the numbers, is what carries to 128K.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -63,6 +64,25 @@ def noise_floor(p: float, n: int) -> float:
     """Two standard errors of the difference of two `n`-sample accuracies near `p`."""
     p = (p * n + 1) / (n + 2)
     return 2 * math.sqrt(2 * p * (1 - p) / n)
+
+
+def effective_length(accuracy: Any, lengths: Any, threshold: float = 0.9) -> int | None:
+    """RULER's effective length read off a heatmap: the longest of `lengths` up to which every
+    length's mean accuracy over depths is at least `threshold`; None if the shortest fails.
+
+    `accuracy` is [length, depth], rows in the order of `lengths` (increasing).
+    """
+    grid, lengths = np.asarray(accuracy, dtype=float), list(lengths)
+    if grid.ndim != 2 or grid.shape[0] != len(lengths) or not grid.size:
+        raise ValueError(f"pass accuracy as [length, depth] with one row per length; got shape "
+                         f"{grid.shape} for {len(lengths)} lengths")
+    if any(b <= a for a, b in itertools.pairwise(lengths)):
+        raise ValueError(f"pass lengths in increasing order, got {lengths}")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"pass a threshold in (0, 1], got {threshold}")
+    passing = grid.mean(axis=1) >= threshold
+    n = len(lengths) if passing.all() else int(np.argmin(passing))
+    return lengths[n - 1] if n else None
 
 
 def compare(model: tinylm.TinyLM, task: str, lengths: tuple[int, ...],
