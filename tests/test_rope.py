@@ -84,22 +84,24 @@ def test_matches_transformers_on_random_configs(cfg):
                 hf_inv_freq(head_dim, theta, scaling, max_pos, seq_len))
 
 
+def stock_matches_transformers(name):
+    """Our inv_freq for a stock model's config, after checking it against transformers'."""
+    m = lclib.get_model(name)
+    args = (m.head_dim, m.rope_theta, m.rope_scaling, m.max_position_embeddings)
+    ours = rope.inv_freq(*args)
+    assert_same(ours, hf_inv_freq(*args))
+    return ours
+
+
 def test_qwen25_72b_yarn_factor_4():
-    qwen = lclib.get_model("qwen2.5-72b")
-    ours = rope.inv_freq(qwen.head_dim, qwen.rope_theta, qwen.rope_scaling,
-                         qwen.max_position_embeddings)
-    assert_same(ours, hf_inv_freq(qwen.head_dim, qwen.rope_theta, qwen.rope_scaling,
-                                  qwen.max_position_embeddings))
+    ours = stock_matches_transformers("qwen2.5-72b")
     assert round(ours[1], 4) == 1.1386  # REFERENCES.md: 1 + 0.1 ln 4
     assert ours[1] == pytest.approx(1 + 0.1 * math.log(4), rel=1e-15)
 
 
 def test_llama33_70b_llama3_scaling():
+    stock_matches_transformers("llama-3.3-70b")
     llama = lclib.get_model("llama-3.3-70b")
-    ours = rope.inv_freq(llama.head_dim, llama.rope_theta, llama.rope_scaling,
-                         llama.max_position_embeddings)
-    assert_same(ours, hf_inv_freq(llama.head_dim, llama.rope_theta, llama.rope_scaling,
-                                  llama.max_position_embeddings))
     rows = rope.per_dimension(llama.head_dim, llama.rope_theta, llama.rope_scaling)
     for wave, ratio in zip(rows["wavelength"], rows["ratio"], strict=True):
         if wave < 8192 / 4:  # shorter than original / high_freq_factor: kept
