@@ -26,6 +26,8 @@ def test_llama_kv_at_128k_is_42_9_gb():
     # seed 002 and REFERENCES.md: ~42 GB per 128K request (42.9 GB; 40 GiB)
     assert lclib.kv_cache_bytes(LLAMA, 131_072) / GB == pytest.approx(42.9, abs=0.05)
     assert lclib.kv_cache_bytes(LLAMA, 131_072) == 40 * GiB
+    # seed 000's "41.9 GB" is a 128,000-token request (chapter 5 says so)
+    assert lclib.kv_cache_bytes(LLAMA, 128_000) / GB == pytest.approx(41.9, abs=0.05)
 
 
 def test_llama_mha_counterfactual_from_seed_003():
