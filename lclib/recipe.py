@@ -1,4 +1,4 @@
-"""Chapter 7's recipe calculator: a long-context deployment's knobs, each with its numbers.
+"""Chapter 8's recipe calculator: a long-context deployment's knobs, each with its numbers.
 
 `recommend(model, gpu, n_gpus, context, concurrency, ttft_budget_s, queries_per_doc)` picks
 

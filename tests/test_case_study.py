@@ -1,4 +1,4 @@
-"""Chapter 7's explorer and the RULER-like suite experiment."""
+"""Chapter 8's explorer and the RULER-like suite experiment."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The recipe calculator (chapter 7): choices against lclib's cost model and seed 002 §7."""
+"""The recipe calculator (chapter 8): choices against lclib's cost model and seed 002 §7."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Chapter 7's explorer (seed 000's interactive): both walls close as the context grows, and
+"""Chapter 8's explorer (seed 000's interactive): both walls close as the context grows, and
 the per-query cost collapses as queries per document grow."""
 
 from __future__ import annotations
