@@ -14,6 +14,11 @@ The time of a step (`StepCost`), a roofline with no fixed overhead:
                 (every weight once, plus that KV, at the HBM bandwidth)
 
 Not modelled: KV capacity (admission assumes the KV fits), preemption, per-step overheads.
+
+A fixed token budget is not a fixed time: a chunk's attention to the prefix before it grows
+with its offset (`chunk_profile`), and every decode sharing the step waits for it. Size the
+chunk by the decodes' inter-token-latency target (`max_chunk_within`), judged on the p99 of
+their token gaps (`Served.itl`), not on a mean time per output token, which hides the stalls.
 """
 
 from __future__ import annotations
@@ -78,10 +83,17 @@ class Served:
     request: Request
     first_token: float = math.nan
     finish: float = math.nan
+    token_times: list[float] = field(default_factory=list, repr=False)  # after the first
 
     @property
     def ttft(self) -> float:
         return self.first_token - self.request.arrival
+
+    @property
+    def itl(self) -> list[float]:
+        """Inter-token latencies: the gap before each output token after the first."""
+        times = [self.first_token, *self.token_times]
+        return [b - a for a, b in zip(times, times[1:], strict=False)]
 
     @property
     def tpot(self) -> float:
@@ -133,7 +145,7 @@ class _Replica:
         plan = self.prefill_plan()
         pieces = [(d.context, 1) for d in self.running] + [(p.done, n) for p, n in plan]
         self.t += self.cost.step(pieces)
-        self.advance_decodes(1)
+        self.advance_decodes([self.t])
         for p, n in plan:
             p.done += n
             if p.left == 0:
@@ -148,9 +160,12 @@ class _Replica:
         else:
             served.finish = self.t
 
-    def advance_decodes(self, k: int) -> None:
+    def advance_decodes(self, times: list[float]) -> None:
+        """Every running request gets one token at each of `times`."""
+        k = len(times)
         for d in self.running:
             d.context, d.left = d.context + k, d.left - k
+            d.served.token_times.extend(times)
             if d.left == 0:
                 d.served.finish = self.t
         self.running = [d for d in self.running if d.left]
@@ -159,13 +174,14 @@ class _Replica:
         """Decode-only steps until a request finishes or the step that passes `until` ends."""
         a, b, m0, m1 = coef
         n, ctx = len(self.running), sum(d.context for d in self.running)
-        steps = 0
+        times = []
         for _ in range(min(d.left for d in self.running)):
             self.t += max(n * a + b * ctx, m0 + m1 * ctx)
-            ctx, steps = ctx + n, steps + 1
+            ctx = ctx + n
+            times.append(self.t)
             if self.t >= until:
                 break
-        self.advance_decodes(steps)
+        self.advance_decodes(times)
 
 
 def simulate(requests: Sequence[Request], cost: StepCost | None = None, chunk: int | None = 4096,
@@ -223,7 +239,8 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def summarize(served: Sequence[Served], long_above: int) -> dict[str, float]:
-    """p50/p99 TTFT and TPOT of short requests, TTFT of long ones (prompt > `long_above`)."""
+    """p50/p99 TTFT, TPOT (mean per request) and ITL (every token gap; and the longest) of short
+    requests, and TTFT of long ones (prompt > `long_above`)."""
     short = [s for s in served if s.request.prompt <= long_above]
     long = [s for s in served if s.request.prompt > long_above]
     if not short or not long:
@@ -231,6 +248,8 @@ def summarize(served: Sequence[Served], long_above: int) -> dict[str, float]:
     tpot = [s.tpot for s in short if not math.isnan(s.tpot)]
     out = {f"short_ttft_p{p}": percentile([s.ttft for s in short], p) for p in (50, 99)}
     out |= {f"short_tpot_p{p}": percentile(tpot, p) for p in (50, 99)}
+    gaps = [g for s in short for g in s.itl]
+    out |= {f"short_itl_p{p}": percentile(gaps, p) for p in (50, 99)} | {"short_itl_max": max(gaps)}
     out |= {f"long_ttft_p{p}": percentile([s.ttft for s in long], p) for p in (50, 99)}
     return out
 
@@ -241,3 +260,32 @@ def worst_short_ttft(cost: StepCost, long_prompt: int, short_prompt: int,
     under short-first priority: that step, then its own prefill (no other load)."""
     size = long_prompt if chunk is None else min(positive_int("chunk", chunk), long_prompt)
     return cost.compute(long_prompt - size, size) + cost.step([(0, short_prompt)])
+
+
+def chunk_profile(cost: StepCost, prompt: int, chunk: int) -> list[tuple[int, float]]:
+    """(offset, seconds) of each step of a `prompt`-token prefill split into `chunk`s, alone."""
+    prompt, chunk = positive_int("prompt", prompt), positive_int("chunk", chunk)
+    return [(o, cost.step([(o, min(chunk, prompt - o))])) for o in range(0, prompt, chunk)]
+
+
+def _largest(fits, hi: int) -> int:
+    """Largest n in 1..hi with fits(n) (fits is monotone: true then false); 0 if none."""
+    lo = 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def compute_bound_tokens(cost: StepCost, offset: int = 0) -> int:
+    """Fewest prefill tokens at `offset` whose compute time reaches the step's memory time
+    (weights plus the prefix's KV): below it a step costs the same however few tokens it has."""
+    return 1 + _largest(lambda n: cost.compute(offset, n) < cost.memory(offset), 10**7)
+
+
+def max_chunk_within(cost: StepCost, offset: int, itl_s: float,
+                     decodes: Sequence[int] = ()) -> int:
+    """Largest chunk at `offset` whose step, with one token for each decode of the given
+    contexts, lasts at most `itl_s` seconds: the decodes' inter-token latency. 0 if none."""
+    itl_s, rest = positive_float("itl_s", itl_s), [(c, 1) for c in decodes]
+    return _largest(lambda n: cost.step([(offset, n), *rest]) <= itl_s, 10**7)

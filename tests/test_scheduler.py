@@ -69,6 +69,50 @@ def test_chunk_size_trade_off_for_seed_002_mix():
         "long_ttft_p50"] * 0.99
 
 
+def test_a_fixed_token_budget_is_not_a_fixed_time():
+    # a 4K chunk of a 128K prompt on 4 H100s at 40% MFU: ~0.37 s at offset 0, ~1.23 s at 124K
+    profile = dict(S.chunk_profile(COST, 131_072, 4096))
+    assert len(profile) == 32
+    assert profile[0] == pytest.approx(0.368, abs=0.001)
+    assert profile[124 * 1024] == pytest.approx(1.229, abs=0.001)
+    assert list(profile.values()) == sorted(profile.values())
+
+
+@pytest.mark.parametrize("mfu, tokens", [(0.4, 122), (1.0, 304)])
+def test_compute_bound_from_about_a_hundred_tokens_not_4k(mfu, tokens):
+    # at offset 0 a step reads the weights once (141.1 GB over 4 x 3.35 TB/s); prefill tokens
+    # cost 2N FLOPs each (attention is negligible this early): equal near W/BW * mfu*P / 2N
+    cost = S.StepCost(mfu=mfu)
+    m = lclib.get_model("llama-3.3-70b")
+    by_hand = (lclib.weight_bytes(m) / 3.35e12) * mfu * 989.4e12 / (2 * m.n_params_nonembedding)
+    assert abs(S.compute_bound_tokens(cost) - by_hand) < 1  # attention, one KV token: < 1 token
+    assert S.compute_bound_tokens(cost) == tokens
+
+
+@given(st.integers(0, 130_000), st.floats(0.02, 2.0), st.lists(st.integers(1, 10**5), max_size=8))
+def test_max_chunk_within_is_the_largest_that_fits(offset, itl, decodes):
+    n = S.max_chunk_within(COST, offset, itl, decodes)
+    rest = [(c, 1) for c in decodes]
+    if n:
+        assert COST.step([(offset, n), *rest]) <= itl
+    assert COST.step([(offset, n + 1), *rest]) > itl
+
+
+def test_p99_of_gaps_sees_chunk_stalls_that_a_mean_tpot_spreads_out():
+    reqs = S.mixed_workload(300, rate=0.1, seed=2)
+    chunked = S.summarize(S.simulate(reqs, COST, 4096, "fcfs"), long_above=2048)
+    whole = S.summarize(S.simulate(reqs, COST, None, "fcfs"), long_above=2048)
+    small = S.summarize(S.simulate(reqs, COST, 512, "fcfs"), long_above=2048)
+    assert chunked["short_itl_p99"] > chunked["short_tpot_p99"]
+    assert chunked["short_itl_max"] < 1.3 < 20 < whole["short_itl_max"]  # one 25 s stall
+    assert small["short_itl_p99"] < 0.1 < chunked["short_itl_p99"]
+
+
+def test_token_gaps_add_up_to_the_decode_time():
+    (s,) = S.simulate([S.Request(0.0, 1000, 6)], COST, chunk=256)
+    assert len(s.itl) == 5 and sum(s.itl) == pytest.approx(s.finish - s.first_token)
+
+
 def test_worst_short_ttft_orders_chunks():
     w = [S.worst_short_ttft(COST, 131_072, 2048, c) for c in (4096, 16384, None)]
     assert w[0] < w[1] < w[2]
@@ -87,6 +131,8 @@ def test_percentile_nearest_rank():
     (lambda: S.mixed_workload(10, 1.0, long_fraction=1.5), "long_fraction"),
     (lambda: S.percentile([], 50), "non-empty"),
     (lambda: COST.step([]), "piece"),
+    (lambda: S.max_chunk_within(COST, 0, 0.0), "itl_s"),
+    (lambda: S.chunk_profile(COST, 100, 0), "chunk"),
     (lambda: S.summarize(S.simulate([S.Request(0, 10, 2)], COST), 100), "mixed"),
 ])
 def test_bad_input(call, match):
