@@ -1,10 +1,15 @@
-"""Prefix caching: a block-granular radix tree of cached KV, and a workload simulator.
+"""Prefix caching: a block-granular tree of cached KV, and a workload simulator.
 
-`RadixCache` stores token sequences in blocks of `block_size` tokens (one tree edge per block,
-as a paged KV cache stores them) up to `capacity_tokens`. `match` finds the longest cached
-block-aligned prefix; `insert` caches a sequence's full blocks, evicting least recently used
-leaves; `acquire`/`release` pin a prefix while a request uses it, so it is never evicted.
-The structure follows SGLang's RadixAttention (Zheng et al. 2023) with vLLM-style blocks.
+`RadixCache` stores token sequences in blocks of `block_size` tokens (one tree edge per block)
+up to `capacity_tokens`. `match` finds the longest cached block-aligned prefix; `insert` caches
+a sequence's full blocks, evicting least recently used leaves; `acquire`/`release` pin a prefix
+while a request uses it, so it is never evicted.
+
+Two engines, two granularities. vLLM's automatic prefix caching hashes each full block (16
+tokens by default on GPUs), the hash chained on its parent's, so only full blocks hit: this
+class with `block_size=16`. SGLang's RadixAttention (Zheng et al. 2023) is a radix tree with
+variable-length edges over pages of one token by default, so a match is token-granular: this
+class with `block_size=1` matches the same prefixes (one node per token, not compressed edges).
 
     cache = RadixCache(block_size=16, capacity_tokens=100_000)
     cache.match(prompt)            # tokens whose KV can be reused (a multiple of 16)

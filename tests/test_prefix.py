@@ -174,3 +174,15 @@ def test_explorer_survives_its_slider_ends():
     one, many = amortize_point(1, 131_072, 0, 1), amortize_point(100, 131_072, 4096, 1)
     assert many["per_query"] < one["per_query"]
     assert many["short_ttft"] < many["short_ttft_none"]
+
+
+@given(st.lists(st.integers(0, 3), max_size=40), st.lists(st.integers(0, 3), max_size=40))
+def test_block_size_one_matches_token_granular_like_sglang(a, b):
+    # SGLang's radix tree (page size 1) reuses the whole common prefix; vLLM-style 16-token
+    # blocks reuse it rounded down to a multiple of 16
+    common = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                  min(len(a), len(b)))
+    for block in (1, 16):
+        cache = RadixCache(block_size=block, capacity_tokens=10**4)
+        cache.insert(a)
+        assert cache.match(b) == common // block * block
