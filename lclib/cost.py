@@ -29,9 +29,13 @@ def kv_bytes_per_token(model: ModelLike, kv_dtype: str = "bf16") -> int:
 
 
 def kv_cache_bytes(model: ModelLike, seq_len: int, batch: int = 1, kv_dtype: str = "bf16") -> int:
-    """KV cache of `batch` sequences of `seq_len` tokens each."""
+    """KV cache of `batch` sequences of `seq_len` tokens each.
+
+    A model with a `sliding_window` keeps only the last `sliding_window` tokens per layer.
+    """
     seq_len, batch = positive_int("seq_len", seq_len), positive_int("batch", batch)
-    return kv_bytes_per_token(model, kv_dtype) * seq_len * batch
+    window = get_model(model).sliding_window
+    return kv_bytes_per_token(model, kv_dtype) * min(seq_len, window or seq_len) * batch
 
 
 def weight_bytes(model: ModelLike, weight_dtype: str = "bf16") -> int:
@@ -39,14 +43,81 @@ def weight_bytes(model: ModelLike, weight_dtype: str = "bf16") -> int:
     return bytes_for(get_model(model).n_params, weight_dtype)
 
 
-def max_concurrency(model: ModelLike, gpu: GPULike, seq_len: int, n_gpus: int = 1,
-                    weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> int:
-    """Requests of `seq_len` tokens whose KV fits beside the weights in the HBM of `n_gpus`.
+@dataclass(frozen=True)
+class Reserve:
+    """Memory on each GPU that holds neither weights nor KV cache, named part by part.
 
-    An upper bound: activations, fragmentation and runtime reserves are ignored.
+    - `utilization`: the fraction of the device total the engine may use at all (vLLM's
+      `gpu_memory_utilization`, default 0.9; the rest stays free, and the CUDA context sits in it).
+    - `runtime_bytes`: CUDA context, cuBLAS workspaces, NCCL buffers, CUDA graphs, per GPU.
+    - `prefill_chunk`: tokens one GPU runs through the model in one step; their activations
+      (`activation_bytes`) must fit beside the KV. 0 = not counted.
+    """
+
+    utilization: float = 1.0
+    runtime_bytes: int = 0
+    prefill_chunk: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.utilization <= 1:
+            raise ValueError(f"utilization is a fraction of the device total; pass 0 < u <= 1, "
+                             f"got {self.utilization!r}")
+        if self.runtime_bytes < 0 or self.prefill_chunk < 0:
+            raise ValueError("runtime_bytes and prefill_chunk must be >= 0 (0 = not counted)")
+
+    def bytes_per_gpu(self, model: ModelLike, gpu: GPULike, tp: int = 1) -> float:
+        """Reserved bytes on each GPU of a tensor-parallel group of `tp` GPUs."""
+        unused = (1 - self.utilization) * get_gpu(gpu).hbm_bytes
+        chunk = activation_bytes(model, self.prefill_chunk, tp) if self.prefill_chunk else 0
+        return unused + self.runtime_bytes + chunk
+
+
+# The hardware's ceiling: nothing but weights and KV. lclib's default, so that a count is what
+# the memory could hold whatever engine runs on it.
+NO_RESERVE = Reserve()
+# What vLLM leaves for KV (vllm/v1/worker/gpu_worker.py: KV = total * gpu_memory_utilization -
+# weights - profiled peak activations - non-torch memory), with its defaults:
+# gpu_memory_utilization 0.9 and 8,192 tokens per step (max_num_batched_tokens for the API server
+# on GPUs of >= 70 GiB, vllm/engine/arg_utils.py; 2,048 on A100s). Its CUDA graphs and NCCL
+# buffers (hundreds of MB, measured by vLLM at start-up) are not counted here.
+VLLM_RESERVE = Reserve(utilization=0.9, prefill_chunk=8192)
+
+
+def activation_bytes(model: ModelLike, tokens: int, tp: int = 1, dtype: str = "bf16") -> int:
+    """Activations alive at once when one GPU of a `tp`-way group runs `tokens` tokens.
+
+    The residual stream (tokens x d, replicated on every TP rank) plus the MLP's intermediates
+    (gate, up and their product for a gated MLP, up and its activation for a plain one, split by
+    TP): the largest tensors of a forward pass. An estimate, not a profiler's peak.
+    """
+    m = get_model(model)
+    tokens, tp = positive_int("tokens", tokens), positive_int("tp", tp)
+    mlp = (3 if m.mlp == "gated" else 2) * m.intermediate_size / tp
+    return math.ceil(bytes_for(tokens * m.hidden_size, dtype) + bytes_for(tokens, dtype) * mlp)
+
+
+def kv_budget(model: ModelLike, gpu: GPULike, n_gpus: int = 1, weight_dtype: str = "bf16",
+              reserve: Reserve = NO_RESERVE) -> int:
+    """Bytes left for KV cache on `n_gpus` GPUs that share the weights (tensor parallelism).
+
+    Device-reported total (`GPU.hbm_bytes`) minus the weights minus `reserve` on every GPU;
+    negative when the weights and the reserve alone overflow. The one capacity function:
+    `max_concurrency`, `cp_gpus_needed` and the chapters all budget with it.
     """
     n_gpus = positive_int("n_gpus", n_gpus)
-    free = n_gpus * get_gpu(gpu).hbm_bytes - weight_bytes(model, weight_dtype)
+    per_gpu = get_gpu(gpu).hbm_bytes - reserve.bytes_per_gpu(model, gpu, n_gpus)
+    return math.floor(n_gpus * per_gpu) - weight_bytes(model, weight_dtype)
+
+
+def max_concurrency(model: ModelLike, gpu: GPULike, seq_len: int, n_gpus: int = 1,
+                    weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                    reserve: Reserve = NO_RESERVE) -> int:
+    """Requests of `seq_len` tokens whose KV fits in `kv_budget` (0 if none does).
+
+    With the default `NO_RESERVE` this is the hardware's ceiling; pass `VLLM_RESERVE` (or your
+    own `Reserve`) for what an engine leaves.
+    """
+    free = kv_budget(model, gpu, n_gpus, weight_dtype, reserve)
     return max(0, free // kv_cache_bytes(model, seq_len, kv_dtype=kv_dtype))
 
 
@@ -115,12 +186,19 @@ def context_switch_time(model: ModelLike, gpu: GPULike, seq_len: int,
     return kv_cache_bytes(model, seq_len, kv_dtype=kv_dtype) / get_gpu(gpu).pcie_bandwidth
 
 
-def cp_gpus_needed(model: ModelLike, gpu: GPULike, seq_len: int,
-                   weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> int:
-    """Fewest GPUs whose HBM holds the weights plus one request's KV, both sharded evenly.
+def cp_gpus_needed(model: ModelLike, gpu: GPULike, seq_len: int, weight_dtype: str = "bf16",
+                   kv_dtype: str = "bf16", reserve: Reserve = NO_RESERVE) -> int:
+    """Fewest GPUs whose `kv_budget` holds one request's KV (weights and KV sharded evenly).
 
-    Weights split by tensor parallelism, the sequence's KV by context parallelism;
-    activations and runtime reserves are ignored, so real deployments need more.
+    Weights split by tensor parallelism, the sequence's KV by context parallelism. A reserve
+    with a `prefill_chunk` counts that chunk's activations on every GPU (chunked prefill); a
+    one-shot prefill of the whole request is `Reserve(prefill_chunk=seq_len)`.
     """
-    need = weight_bytes(model, weight_dtype) + kv_cache_bytes(model, seq_len, kv_dtype=kv_dtype)
-    return math.ceil(need / get_gpu(gpu).hbm_bytes)
+    g, need = get_gpu(gpu), kv_cache_bytes(model, seq_len, kv_dtype=kv_dtype)
+    if reserve.bytes_per_gpu(model, g, tp=2**20) >= g.hbm_bytes:
+        raise ValueError(f"the reserve alone fills a {g.name}; pass a smaller Reserve "
+                         "(a lower prefill_chunk or runtime_bytes, a higher utilization)")
+    n = max(1, math.ceil((weight_bytes(model, weight_dtype) + need) / g.hbm_bytes))
+    while kv_budget(model, g, n, weight_dtype, reserve) < need:
+        n += 1
+    return n

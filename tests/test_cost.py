@@ -86,19 +86,102 @@ def test_kv_reads_equal_weight_reads_near_430k_tokens():
     assert tokens == pytest.approx(430_000, rel=0.01)
 
 
+# --- the memory model: device-reported totals, one capacity function, a named reserve ------
+# Hand arithmetic below: H100 81,559 MiB, H200 143,771 MiB (nvidia-smi), A100 85,056,798,720 B
+# (torch); Llama-3.3-70B 70,553,706,496 params (141.1 GB bf16), 327,680 KV B/token; Yi-34B
+# 34,388,917,248 params, 245,760 KV B/token.
+H100_B, H200_B, A100_B = 81_559 * 2**20, 143_771 * 2**20, 85_056_798_720
+LLAMA_W, YI_W = 2 * 70_553_706_496, 2 * 34_388_917_248
+
+
+def test_hbm_is_the_device_total_and_the_label_stays():
+    assert [lclib.get_gpu(n).hbm_bytes for n in ("h100-sxm", "h200", "a100-80gb")] == [
+        H100_B, H200_B, A100_B]
+    assert lclib.get_gpu("h100-sxm").hbm_bytes / GB == pytest.approx(85.52, abs=0.005)
+    assert lclib.get_gpu("h200").hbm_bytes / GB == pytest.approx(150.75, abs=0.005)
+    assert [lclib.get_gpu(n).datasheet_hbm_bytes for n in ("h100-sxm", "h200")] == [80e9, 141e9]
+    assert "80GB" in lclib.get_gpu("h100-sxm").label and lclib.get_gpu("h200").hbm_source
+
+
+def test_h200_holds_the_bf16_weights_with_9_6_gb_left():
+    # the old text: "141.1 GB, more than one H200 holds" (true only against the 141e9 label)
+    assert lclib.weight_bytes(LLAMA) == LLAMA_W > 141e9
+    left = lclib.kv_budget(LLAMA, "h200")
+    assert left == H200_B - LLAMA_W and left / GB == pytest.approx(9.65, abs=0.01)
+
+
+def test_fu_50k_case_fits_one_user():
+    # (85.06 - 68.78) GB = 16.28 GB free; one 50,000-token request = 12.29 GB -> 1 (Fu's 1)
+    assert (A100_B - YI_W) // (245_760 * 50_000) == 1
+    assert lclib.max_concurrency(YI, "a100-80gb", 50_000) == 1
+
+
+@pytest.mark.parametrize("tokens", [4_000, 4_096])
+def test_fu_4k_users_are_16_to_17_not_20(tokens):
+    # exact weights: 16.28 GB / 0.98 GB = 16.6 -> 16; Fu's 68 GB of weights: 17.06 / 0.98 -> 17
+    assert lclib.max_concurrency(YI, "a100-80gb", tokens) == 16
+    assert (A100_B - 68 * GB) // (245_760 * 4_000) == 17
+
+
+def test_concurrency_on_four_h100s_is_7_and_14():
+    # 4 x 85.52 GB - 35.28 GB of int4 weights = 306.8 GB; / 42.95 GB = 7.1; / 21.47 GB = 14.3
+    free = 4 * H100_B - LLAMA_W // 4
+    assert (free // (327_680 * 131_072), free // (163_840 * 131_072)) == (7, 14)
+    args = (LLAMA, "h100-sxm", 131_072)
+    assert lclib.max_concurrency(*args, n_gpus=4, weight_dtype="int4") == 7
+    assert lclib.max_concurrency(*args, n_gpus=4, weight_dtype="int4", kv_dtype="fp8") == 14
+    assert lclib.max_concurrency(*args, n_gpus=1) == 0  # bf16 weights alone overflow one H100
+
+
+def test_ch2_quiz_one_h200_int4_weights_fp8_kv_holds_5():
+    # (150.75 - 35.28) GB / 21.47 GB = 5.38 -> 5 (the label's 141 GB gave 4)
+    assert (H200_B - LLAMA_W // 4) // (163_840 * 131_072) == 5
+    assert lclib.max_concurrency(LLAMA, "h200", 131_072, weight_dtype="int4", kv_dtype="fp8") == 5
+
+
 def test_gpus_needed_for_one_request():
-    # weights 141 GB + KV 42.9 GB = 184 GB > 2 x 80 GB; at 1M tokens the KV alone is 344 GB
+    # 141.1 + 42.9 = 184.1 GB -> 3 H100s at 128K; 141.1 + 343.6 = 484.7 GB / 85.52 = 5.67 -> 6 at
+    # 1M (the label's 80 GB gave 7); FP8 KV: 141.1 + 171.8 = 312.9 / 85.52 = 3.66 -> 4
     assert lclib.cp_gpus_needed(LLAMA, "h100-sxm", 131_072) == 3
-    assert lclib.cp_gpus_needed(LLAMA, "h100-sxm", 2**20) == 7
+    assert math.ceil((LLAMA_W + 327_680 * 2**20) / H100_B) == 6
+    assert lclib.cp_gpus_needed(LLAMA, "h100-sxm", 2**20) == 6
     assert lclib.cp_gpus_needed(LLAMA, "h100-sxm", 2**20, kv_dtype="fp8") == 4
 
 
-def test_concurrency_counts_whole_requests():
-    # 4 x H100, INT4 weights (35 GB), 128K: (320 - 35.3) GB / 42.9 GB = 6.6 -> 6; fp8 KV -> 13
-    args = (LLAMA, "h100-sxm", 131_072)
-    assert lclib.max_concurrency(*args, n_gpus=4, weight_dtype="int4") == 6
-    assert lclib.max_concurrency(*args, n_gpus=4, weight_dtype="int4", kv_dtype="fp8") == 13
-    assert lclib.max_concurrency(*args, n_gpus=1) == 0  # bf16 weights alone overflow one GPU
+def test_one_shot_1m_prefill_activations_at_tp8():
+    # the residual stream, 1,048,576 x 8,192 x 2 B = 17.2 GB per GPU, plus the gated MLP's
+    # three 1,048,576 x 28,672/8 intermediates in bf16 = 22.5 GB
+    resid, mlp = 2**20 * 8192 * 2, 3 * 2**20 * 28_672 // 8 * 2
+    assert resid / GB == pytest.approx(17.18, abs=0.01)
+    assert lclib.activation_bytes(LLAMA, 2**20, tp=8) == resid + mlp
+    # without chunking, n GPUs hold weights + KV + n residuals + the MLP's 180.4 GB (split n ways):
+    # n x (85.52 - 17.18) >= 141.1 + 343.6 + 180.4 -> n = 9.7 -> 10 H100s, not 6
+    n = math.ceil((LLAMA_W + 327_680 * 2**20 + mlp * 8) / (H100_B - resid))
+    one_shot = lclib.Reserve(prefill_chunk=2**20)
+    assert lclib.cp_gpus_needed(LLAMA, "h100-sxm", 2**20, reserve=one_shot) == n == 10
+
+
+def test_vllm_reserve_changes_the_answers_it_should():
+    # vLLM budgets 0.9 of the total: 4 x 0.9 x 85.52 - 35.28 - 4 x 0.3 GB of 8K-chunk activations
+    r = lclib.VLLM_RESERVE
+    assert r.utilization == 0.9 and r.prefill_chunk == 8192
+    act = 8192 * 8192 * 2 + 3 * 8192 * 28_672 // 4 * 2  # per GPU at TP=4
+    free = math.floor(4 * (0.9 * H100_B - act)) - LLAMA_W // 4
+    assert lclib.kv_budget(LLAMA, "h100-sxm", 4, "int4", r) == free
+    assert free // (327_680 * 131_072) == 6
+    assert lclib.max_concurrency(LLAMA, "h100-sxm", 131_072, 4, "int4", reserve=r) == 6
+    # Fu's 50K request no longer fits one A100 under vLLM's default budget: 0.9 x 85.06 - 68.78
+    # - 1.1 GB of activations = 6.7 GB < 12.29 GB
+    assert lclib.max_concurrency(YI, "a100-80gb", 50_000, reserve=r) == 0
+
+
+def test_bad_reserves_raise():
+    with pytest.raises(ValueError, match="utilization"):
+        lclib.Reserve(utilization=1.5)
+    with pytest.raises(ValueError, match="prefill_chunk"):
+        lclib.Reserve(prefill_chunk=-1)
+    with pytest.raises(ValueError, match="Reserve"):
+        lclib.cp_gpus_needed(LLAMA, "h100-sxm", 2**22, reserve=lclib.Reserve(prefill_chunk=2**23))
 
 
 # --- properties ----------------------------------------------------------------------------
@@ -142,6 +225,22 @@ def test_concurrency_non_increasing_in_context(model, gpu, seq, n, dtype):
     c = lclib.max_concurrency(model, gpu, seq, n, kv_dtype=dtype)
     assert lclib.max_concurrency(model, gpu, seq + 1, n, kv_dtype=dtype) <= c
     assert c >= 0
+
+
+@given(models, gpus, st.integers(1, 8), st.floats(0.5, 1.0), st.integers(0, 2**16))
+def test_kv_budget_shrinks_as_the_reserve_grows(model, gpu, n, util, chunk):
+    free = lclib.kv_budget(model, gpu, n)
+    assert free == n * lclib.get_gpu(gpu).hbm_bytes - lclib.weight_bytes(model)
+    assert lclib.kv_budget(model, gpu, n, reserve=lclib.Reserve(util, 0, chunk)) <= free
+
+
+@given(models, gpus, st.integers(1, 2**21), st.sampled_from([0, 2048, 8192]))
+def test_cp_gpus_needed_is_the_fewest_that_fit(model, gpu, seq, chunk):
+    r = lclib.Reserve(prefill_chunk=chunk)
+    n = lclib.cp_gpus_needed(model, gpu, seq, reserve=r)
+    kv = lclib.kv_cache_bytes(model, seq)
+    assert lclib.kv_budget(model, gpu, n, reserve=r) >= kv
+    assert n == 1 or lclib.kv_budget(model, gpu, n - 1, reserve=r) < kv
 
 
 @given(models, gpus, lengths)
