@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -162,6 +162,7 @@ class Accuracy:
     lengths: tuple[int, ...]
     depths: tuple[float, ...]
     accuracy: np.ndarray
+    correct: np.ndarray | None = field(default=None, repr=False)  # [length, depth, sample]
 
     def by_length(self) -> dict[int, float]:
         """Accuracy at each length, averaged over depths."""
@@ -181,6 +182,7 @@ def evaluate(model: torch.nn.Module, task: str = "single_needle",
     generate = get_task(task)
     rng = random.Random(seed)
     acc = np.zeros((len(lengths), len(depths)))
+    correct = np.zeros((len(lengths), len(depths), n_samples), dtype=bool)
     was_training = model.training
     model.eval()
     for i, length in enumerate(lengths):
@@ -188,6 +190,7 @@ def evaluate(model: torch.nn.Module, task: str = "single_needle",
             samples = [generate(length, depth, rng, **task_kwargs) for _ in range(n_samples)]
             hits = [answer_correct(model, *batch(samples[s:s + batch_size]))
                     for s in range(0, n_samples, batch_size)]
-            acc[i, j] = torch.cat(hits).float().mean().item()
+            correct[i, j] = torch.cat(hits).cpu().numpy()
+            acc[i, j] = correct[i, j].mean()
     model.train(was_training)
-    return Accuracy(task, tuple(lengths), tuple(depths), acc)
+    return Accuracy(task, tuple(lengths), tuple(depths), acc, correct)
