@@ -1,0 +1,29 @@
+"""The appendices: the instructor guide's launch address, the notation table's symbols."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_binder_address_is_the_repository_of_config():
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    owner_repo = url.removeprefix("https://github.com/")
+    guide = (ROOT / "book/appendix/instructor-guide.md").read_text()
+    binder = re.findall(r"https://mybinder\.org/v2/gh/([^>\s)]+)/main", guide)
+    assert binder == [owner_repo], "the guide's Binder link must follow repository.url"
+    assert "<owner>" not in guide and "<repo>" not in guide
+
+
+def test_every_chapter_has_objectives_in_the_instructor_guide():
+    guide = (ROOT / "book/appendix/instructor-guide.md").read_text()
+    chapters = sorted(p.stem.split("-")[0].removeprefix("ch").lstrip("0")
+                      for p in (ROOT / "book").glob("ch0*.md"))
+    for n in chapters:
+        assert re.search(rf"^\| {n}, ", guide, re.M), f"chapter {n} has no learning objectives"
+    for folder in sorted((ROOT / "solutions").iterdir()):
+        if folder.is_dir() and list(folder.glob("*.ipynb")):
+            assert re.search(rf"^\| {folder.name} \| q", guide, re.M), (
+                f"no misconception listed for {folder.name}'s exercises")
