@@ -202,3 +202,68 @@ def cp_gpus_needed(model: ModelLike, gpu: GPULike, seq_len: int, weight_dtype: s
     while kv_budget(model, g, n, weight_dtype, reserve) < need:
         n += 1
     return n
+
+
+# --- the roofline: arithmetic intensity against the ridge point ----------------------------
+
+@dataclass(frozen=True)
+class Roofline:
+    """FLOPs and HBM bytes of one kernel (or model pass), and what bounds it on a GPU."""
+
+    flops: float
+    bytes: float
+
+    @property
+    def intensity(self) -> float:
+        """FLOPs per byte moved to or from HBM."""
+        return self.flops / self.bytes
+
+    def time(self, gpu: GPULike, dtype: str = "bf16") -> float:
+        """Roofline seconds: the slower of compute at peak and traffic at full bandwidth."""
+        g = get_gpu(gpu)
+        return max(self.flops / g.peak_flops(dtype), self.bytes / g.hbm_bandwidth)
+
+    def bound(self, gpu: GPULike, dtype: str = "bf16") -> str:
+        """"compute" above the GPU's ridge point, else "memory"."""
+        return "compute" if self.intensity >= get_gpu(gpu).ridge_point(dtype) else "memory"
+
+
+def linear_roofline(model: ModelLike, tokens: int, weight_dtype: str = "bf16",
+                    act_dtype: str = "bf16") -> Roofline:
+    """The weight matmuls of one forward pass over `tokens` tokens (a batch or a prompt).
+
+    Each matrix [d_in, d_out] does 2*T*d_in*d_out FLOPs and moves its weights plus T*(d_in +
+    d_out) activations: the intensity is about 2T/(bytes per weight), i.e. T in bf16, while T is
+    small against the widths.
+    """
+    m = get_model(model)
+    tokens = positive_int("tokens", tokens)
+    d, f = m.hidden_size, m.intermediate_size
+    shapes = [(d, m.q_dim), (d, m.kv_dim), (d, m.kv_dim), (m.q_dim, d)]
+    shapes += [(d, f)] * (2 if m.mlp == "gated" else 1) + [(f, d)]
+    flops = sum(2 * tokens * i * o for i, o in shapes) * m.n_layers
+    acts = sum(bytes_for(tokens * (i + o), act_dtype) for i, o in shapes) * m.n_layers
+    weights = bytes_for(sum(i * o for i, o in shapes) * m.n_layers, weight_dtype)
+    return Roofline(flops=flops, bytes=weights + acts)
+
+
+def attention_roofline(model: ModelLike, context: int, new_tokens: int | None = None,
+                       kv_dtype: str = "bf16", act_dtype: str = "bf16",
+                       causal: bool = True) -> Roofline:
+    """Attention over all layers for `new_tokens` queries at the end of a `context`-token sequence.
+
+    A prefill is new_tokens = context (the default); a decode step is new_tokens = 1. A
+    FlashAttention-style kernel reads Q and the cached K, V once and writes O: scores never
+    reach HBM. Intensity: about S/2 for an MHA prefill without the mask, the GQA group
+    H/H_kv for a decode step with a bf16 KV cache.
+    """
+    m = get_model(model)
+    context = positive_int("context", context)
+    new = context if new_tokens is None else positive_int("new_tokens", new_tokens)
+    if new > context:
+        raise ValueError(f"new_tokens={new} exceeds context={context}; pass new_tokens <= context")
+    pairs = new * (context - new) + attention_pairs(new, causal)
+    flops = 4.0 * m.n_layers * m.q_dim * pairs
+    kv = bytes_for(2 * m.n_layers * m.kv_dim * context, kv_dtype)
+    q_and_o = bytes_for(2 * m.n_layers * m.q_dim * new, act_dtype)
+    return Roofline(flops=flops, bytes=kv + q_and_o)

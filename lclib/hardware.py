@@ -37,6 +37,13 @@ class GPU:
             )
         return self.flops[dtype]
 
+    def ridge_point(self, dtype: str = "bf16") -> float:
+        """FLOPs per HBM byte at which a kernel stops being bandwidth-bound (the roofline's knee).
+
+        H100 in bf16: 989.4e12 / 3.35e12 = 295 FLOP/B.
+        """
+        return self.peak_flops(dtype) / self.hbm_bandwidth
+
 
 _H100_FLOPS = {"bf16": 989.4 * TFLOPS, "fp16": 989.4 * TFLOPS, "fp8": 1978.9 * TFLOPS,
                "int8": 1978.9 * TFLOPS, "fp32": 66.9 * TFLOPS}

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import lclib
 from lclib import GB, GiB
+from lclib import cost as C
 
 LLAMA, YI = "llama-3.3-70b", "yi-34b"
 lengths = st.integers(min_value=1, max_value=4_000_000)
@@ -184,12 +185,58 @@ def test_bad_reserves_raise():
         lclib.cp_gpus_needed(LLAMA, "h100-sxm", 2**22, reserve=lclib.Reserve(prefill_chunk=2**23))
 
 
+# --- the roofline -------------------------------------------------------------------------
+def test_h100_ridge_point_is_295_flop_per_byte():
+    assert lclib.get_gpu("h100-sxm").ridge_point() == pytest.approx(989.4 / 3.35, rel=1e-12)
+    assert round(lclib.get_gpu("h100-sxm").ridge_point()) == 295
+    assert lclib.get_gpu("h200").ridge_point() == pytest.approx(989.4 / 4.8)  # 206: same FLOPs
+
+
+@pytest.mark.parametrize("tokens", [1, 8, 64])
+def test_linear_intensity_is_the_tokens_in_the_batch(tokens):
+    # 2*T*N FLOPs over 2*N bytes of bf16 weights (activations add T*(d_in+d_out)*2 B, <1% here)
+    r = C.linear_roofline(LLAMA, tokens)
+    assert r.intensity == pytest.approx(tokens, rel=0.02) and r.intensity < tokens
+    assert r.bound("h100-sxm") == "memory"
+    assert C.linear_roofline(LLAMA, tokens, weight_dtype="int4").intensity == pytest.approx(
+        4 * tokens, rel=0.05)
+
+
+def test_prefill_is_compute_bound_and_decode_memory_bound_by_derivation():
+    assert C.linear_roofline(LLAMA, 4096).bound("h100-sxm") == "compute"
+    assert C.linear_roofline(LLAMA, 256).bound("h100-sxm") == "memory"  # a batch of 256 decodes
+    assert C.attention_roofline(LLAMA, 131_072).bound("h100-sxm") == "compute"
+    assert C.attention_roofline(LLAMA, 131_072, new_tokens=1).bound("h100-sxm") == "memory"
+
+
+def test_attention_intensity_limits():
+    mha = lclib.get_model(LLAMA).with_(n_kv_heads=64)
+    # MHA, no mask: 4*H*d_h*S^2 FLOPs per layer over Q, K, V, O of 2*S*H*d_h B each -> S/2
+    assert C.attention_roofline(mha, 8192, causal=False).intensity == pytest.approx(4096)
+    # GQA 64/8, causal: 2*H*d_h*S^2 over 2*S*d_h*(H + H_kv)*2 B -> S*64/144 = 0.444*S
+    assert C.attention_roofline(LLAMA, 9 * 1024).intensity == pytest.approx(9 * 1024 * 64 / 144)
+    # decode: 4*H*d_h*S FLOPs over the cache's 2*H_kv*d_h*S*2 B -> H/H_kv = 8 (fp8 KV: 16)
+    assert C.attention_roofline(LLAMA, 131_072, 1).intensity == pytest.approx(8, rel=1e-3)
+    assert C.attention_roofline(LLAMA, 131_072, 1, kv_dtype="fp8").intensity == pytest.approx(
+        16, rel=1e-3)
+    with pytest.raises(ValueError, match="new_tokens"):
+        C.attention_roofline(LLAMA, 10, 11)
+
+
+def test_roofline_time_is_the_slower_roof():
+    r = C.Roofline(flops=989.4e12, bytes=3.35e12)  # one second of each on an H100
+    assert r.time("h100-sxm") == pytest.approx(1.0)
+    assert C.Roofline(flops=1e12, bytes=3.35e12).time("h100-sxm") == pytest.approx(1.0)
+
+
 # --- properties ----------------------------------------------------------------------------
 @given(models, lengths, st.integers(1, 64), kv_dtypes)
 def test_kv_is_linear_in_length_and_batch(model, seq, batch, dtype):
     one = lclib.kv_cache_bytes(model, seq, kv_dtype=dtype)
     assert lclib.kv_cache_bytes(model, seq, batch, dtype) == batch * one
-    assert lclib.kv_cache_bytes(model, 2 * seq, kv_dtype=dtype) == 2 * one
+    window = lclib.get_model(model).sliding_window or 2 * seq  # a window caps the cache
+    assert lclib.kv_cache_bytes(model, 2 * seq, kv_dtype=dtype) == min(2 * seq, window) * (
+        one // min(seq, window))
 
 
 @given(models, lengths, st.booleans())
@@ -217,7 +264,8 @@ def test_crossover_solves_attention_equals_linear(model, causal):
 @given(models, gpus, lengths, st.integers(1, 32), kv_dtypes)
 def test_decode_time_grows_with_context(model, gpu, seq, batch, dtype):
     t = lclib.decode_step_time(model, gpu, seq, batch, kv_dtype=dtype)
-    assert lclib.decode_step_time(model, gpu, seq + 1, batch, kv_dtype=dtype) > t
+    later = lclib.decode_step_time(model, gpu, seq + 1, batch, kv_dtype=dtype)
+    assert later > t or later == t and seq >= (lclib.get_model(model).sliding_window or seq + 1)
 
 
 @given(models, gpus, lengths, st.integers(1, 8), kv_dtypes)
