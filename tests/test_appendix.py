@@ -27,3 +27,17 @@ def test_every_chapter_has_objectives_in_the_instructor_guide():
         if folder.is_dir() and list(folder.glob("*.ipynb")):
             assert re.search(rf"^\| {folder.name} \| q", guide, re.M), (
                 f"no misconception listed for {folder.name}'s exercises")
+
+
+def test_notation_appendix_defines_the_amortization_symbols_once():
+    import sympy as sp
+
+    from lclib import amortize as A
+
+    table = (ROOT / "book/appendix/notation.md").read_text()
+    rows = [r for r in table.splitlines() if r.startswith("| $")]
+    for sym in (A.C_pre, A.C_m, A.q, A.C_max, A.M_kv, A.M_hbm):
+        tex = sp.latex(sym)
+        assert sum(f"${tex}$" in r.split("|")[1] for r in rows) == 1, f"${tex}$ not defined once"
+    first = [r.split("|")[1].strip() for r in rows]
+    assert len(first) == len(set(first)), "a symbol is defined twice"
