@@ -200,6 +200,11 @@ MODELS: dict[str, ModelConfig] = {
                     rope_theta=500_000.0, rope_scaling=_LLAMA3_ROPE,
                     max_position_embeddings=131072,
                     source=f"meta-llama/Llama-3.1-8B {_HF}"),
+        ModelConfig("llama-3.1-405b", 16384, 126, 128, 8, 53248, 128256, head_dim=128,
+                    rope_theta=500_000.0, rope_scaling=_LLAMA3_ROPE,
+                    max_position_embeddings=131072,
+                    source=f"meta-llama/Llama-3.1-405B {_HF}; Meta's 1M-token CP prefill "
+                           "(arXiv 2411.01783) runs this architecture"),
     )
 }
 
