@@ -41,3 +41,12 @@ def test_notation_appendix_defines_the_amortization_symbols_once():
         assert sum(f"${tex}$" in r.split("|")[1] for r in rows) == 1, f"${tex}$ not defined once"
     first = [r.split("|")[1].strip() for r in rows]
     assert len(first) == len(set(first)), "a symbol is defined twice"
+
+
+def test_appendix_tables_fit_a_page():
+    # eleven columns were clipped at 1280 px (KV per token, max positions and θ off-screen)
+    page = (ROOT / "book/appendix/models-and-gpus.md").read_text()
+    headers = re.findall(r'"(\| (?:model|GPU) \|[^"]*)', page)
+    assert len(headers) == 3
+    for h in headers:
+        assert h.count("|") - 1 <= 8, f"too many columns: {h}"
