@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .hardware import GPU, get_gpu
 from .models import ModelConfig, get_model
-from .units import bytes_for, positive_float, positive_int
+from .units import bytes_for, dtype_bits, positive_float, positive_int
 
 ModelLike = ModelConfig | str
 GPULike = GPU | str
@@ -41,6 +41,26 @@ def kv_cache_bytes(model: ModelLike, seq_len: int, batch: int = 1, kv_dtype: str
 def weight_bytes(model: ModelLike, weight_dtype: str = "bf16") -> int:
     """All parameters stored in `weight_dtype`."""
     return bytes_for(get_model(model).n_params, weight_dtype)
+
+
+def checkpoint_bytes(model: ModelLike, weight_dtype: str = "int4", group_size: int = 128) -> int:
+    """Bytes of a real quantized checkpoint, AWQ/GPTQ style, rather than every weight at
+    `weight_dtype` (`weight_bytes`).
+
+    The block matmuls are stored in `weight_dtype`; integer formats add, per group of
+    `group_size` weights, a bf16 scale and a zero point of the same width (AWQ packs both so);
+    the embedding table, the LM head and the norms stay in bf16. FP8 checkpoints keep one scale
+    per tensor or channel (negligible) and bf16 embeddings. bf16/fp16/fp32 = `weight_bytes`.
+    """
+    m = get_model(model)
+    if dtype_bits(weight_dtype) >= 16:
+        return weight_bytes(m, weight_dtype)
+    group_size = positive_int("group_size", group_size)
+    linear = m.n_layers * (m.params_per_layer - 2 * m.hidden_size)  # the norms stay bf16
+    scales = 0 if weight_dtype == "fp8" else -(-linear // group_size) * (16 + dtype_bits(
+        weight_dtype))
+    return (bytes_for(linear, weight_dtype) + -(-scales // 8)
+            + bytes_for(m.n_params - linear, "bf16"))
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,21 @@ def test_bad_reserves_raise():
         lclib.cp_gpus_needed(LLAMA, "h100-sxm", 2**22, reserve=lclib.Reserve(prefill_chunk=2**23))
 
 
+def test_a_real_4bit_checkpoint_is_39_8_gb_not_35_3():
+    # blocks: 80 x 855,638,016 = 68,451,041,280 weights at 4 bits = 34.23 GB; a bf16 scale and a
+    # 4-bit zero per 128 weights = 2.5 B per group = 1.34 GB; embeddings + LM head + norms in
+    # bf16: 2 x 2,102,665,216 = 4.21 GB
+    linear = 80 * (2 * 8192**2 + 2 * 8192 * 1024 + 3 * 8192 * 28_672)
+    expected = linear // 2 + linear // 128 * 5 // 2 + 2 * (70_553_706_496 - linear)
+    assert C.checkpoint_bytes(LLAMA) == expected
+    assert expected / GB == pytest.approx(39.77, abs=0.01)
+    assert lclib.weight_bytes(LLAMA, "int4") / GB == pytest.approx(35.28, abs=0.01)
+    assert C.checkpoint_bytes(LLAMA, "bf16") == lclib.weight_bytes(LLAMA)
+    # the chapter 2 answers survive it: (4 x 85.52 - 39.77) / 42.95 = 7.04 -> 7; / 21.47 -> 14
+    free = 4 * H100_B - expected
+    assert (free // (327_680 * 131_072), free // (163_840 * 131_072)) == (7, 14)
+
+
 # --- the roofline -------------------------------------------------------------------------
 def test_h100_ridge_point_is_295_flop_per_byte():
     assert lclib.get_gpu("h100-sxm").ridge_point() == pytest.approx(989.4 / 3.35, rel=1e-12)
