@@ -15,7 +15,9 @@ m = sp.Symbol("m", positive=True)  # matrices in the MLP: 3 gated (SwiGLU), 2 pl
 S, B, b = sp.symbols("S B b", positive=True)  # sequence length, batch, bytes per element
 N, W = sp.symbols("N W", positive=True)  # non-embedding parameters, weight bytes
 P, mfu, n_gpu = sp.symbols("P mfu n_gpu", positive=True)  # peak FLOP/s, utilisation, GPUs
-BW, HBM, PCIE = sp.symbols("BW HBM PCIe", positive=True)  # bytes/s, bytes, bytes/s
+BW, PCIE = sp.symbols("BW PCIe", positive=True)  # HBM and PCIe bytes/s
+HBM = sp.Symbol(r"M_{\mathrm{HBM}}", positive=True)  # device-reported HBM bytes of one GPU
+R = sp.Symbol("R", nonnegative=True)  # reserve per GPU (lclib.Reserve): neither weights nor KV
 causal_k = sp.Symbol("k", positive=True)  # 2 for a causal prefill, 1 without the mask
 
 
@@ -63,9 +65,13 @@ def decode_step_time() -> sp.Expr:
     return (W + kv_cache_bytes()) / (n_gpu * BW)
 
 
-def concurrency() -> sp.Expr:
-    """Requests that fit (before rounding down): free HBM over one request's KV."""
-    return (n_gpu * HBM - W) / kv_cache_bytes().subs(B, 1)
+def concurrency(reserve: sp.Expr = 0) -> sp.Expr:
+    """Requests that fit (before rounding down): the KV budget over one request's KV.
+
+    The budget is what `lclib.kv_budget` computes: n GPUs' memory minus the weights minus a
+    reserve per GPU (pass `R` to show it; lclib's default is none).
+    """
+    return (n_gpu * (HBM - reserve) - W) / kv_cache_bytes().subs(B, 1)
 
 
 def context_switch_time() -> sp.Expr:
@@ -95,3 +101,23 @@ def mha_crossover(mlp_matrices: int = 2, causal: bool = True) -> sp.Expr:
 def attention_to_linear_ratio() -> sp.Expr:
     """Attention FLOPs over linear FLOPs for a whole prefill."""
     return sp.simplify(attention_flops() / linear_flops(n_params_nonembedding()))
+
+
+# --- the roofline -----------------------------------------------------------------------------
+T, d_in, d_out = sp.symbols("T d_in d_out", positive=True)  # tokens through a matmul, its shape
+
+
+def matmul_intensity() -> sp.Expr:
+    """FLOPs per HBM byte of a [T, d_in] x [d_in, d_out] matmul: weights and activations moved."""
+    return 2 * T * d_in * d_out / (b * (d_in * d_out + T * d_in + T * d_out))
+
+
+def attention_intensity(new: sp.Expr, context: sp.Expr = S) -> sp.Expr:
+    """FLOPs per byte of attention for `new` queries over a `context`-token cache (per layer or
+    for all layers alike).
+
+    Q and O of the new tokens and the cache's K and V cross HBM once (FlashAttention-style);
+    `new = S` with the causal mask is a prefill, `new = 1` a decode step.
+    """
+    pairs = new * (context - new) + new**2 / causal_k
+    return 4 * H * d_h * pairs / (b * (2 * H_kv * d_h * context + 2 * H * d_h * new))

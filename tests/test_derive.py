@@ -71,3 +71,37 @@ def test_kv_equals_weights_point():
     v = values(m) | {D.b: 2, D.W: lclib.weight_bytes(m)}
     tokens = evaluate(D.kv_equals_weights_tokens(), v)
     assert lclib.kv_cache_bytes(m, round(tokens)) == pytest.approx(lclib.weight_bytes(m), rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_attention_intensity_equals_the_cost_models(seed):
+    rng = random.Random(seed)
+    m = random_model(rng)
+    context = rng.randint(1, 2_000_000)
+    new, causal = rng.choice([1, context, rng.randint(1, context)]), rng.random() < 0.5
+    v = values(m) | {D.S: context, D.b: 2, D.causal_k: 2 if causal else 1}
+    got = evaluate(D.attention_intensity(sp.Integer(new)), v)
+    want = lclib.cost.attention_roofline(m, context, new, causal=causal).intensity
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_roofline_limits():
+    # a matmul's intensity tends to 2T/b as the matrix grows: the tokens in the batch in bf16
+    wide = sp.limit(sp.limit(D.matmul_intensity(), D.d_out, sp.oo), D.d_in, sp.oo)
+    assert wide.subs(D.b, 2) == D.T
+    # causal prefill: H*S/(b*(H + H_kv)); MHA without the mask: S/2 in bf16
+    prefill = sp.simplify(D.attention_intensity(D.S).subs(D.causal_k, 2))
+    assert sp.simplify(prefill - D.H * D.S / (D.b * (D.H + D.H_kv))) == 0
+    mha = D.attention_intensity(D.S).subs({D.causal_k: 1, D.H_kv: D.H, D.b: 2})
+    assert sp.simplify(mha) == D.S / 2
+    # decode: the GQA group 2H/(b*H_kv) as the cache grows, whatever the batch
+    assert sp.limit(D.attention_intensity(sp.Integer(1)), D.S, sp.oo) == 2 * D.H / (D.b * D.H_kv)
+
+
+def test_concurrency_with_a_reserve_matches_kv_budget():
+    m, gpu = lclib.get_model("llama-3.3-70b"), lclib.get_gpu("h100-sxm")
+    r = lclib.Reserve(runtime_bytes=2 * 10**9)
+    v = values(m) | {D.S: 131_072, D.b: 2, D.W: lclib.weight_bytes(m, "int4"), D.n_gpu: 4,
+                     D.HBM: gpu.hbm_bytes, D.R: r.bytes_per_gpu(m, gpu, 4)}
+    fits = evaluate(D.concurrency(D.R), v)
+    assert int(fits) == lclib.max_concurrency(m, gpu, 131_072, 4, "int4", reserve=r) == 6
