@@ -9,13 +9,12 @@ A scale maps each group's values onto the format: ``data = clamp(x / scale)`` ca
 format, ``x ≈ data * scale``. Dynamic scales come from the tensor itself (``amax / max``, so the
 largest value lands on the format's largest and nothing clips); static scales are passed in,
 calibrated beforehand on other data (`amax_scale` of calibration K/V), and may clip.
-Values beyond the grid saturate to ±max (never inf, even in e5m2). Importing this module
-registers K/V codecs ``"<fmt>-<granularity>"`` (e.g. ``"e4m3-head"``) with `lclib.tinylm`.
+Values beyond the grid saturate to ±max (never inf, even in e5m2). TinyLM's caches store K/V
+with these formats through `lclib.tinylm.kv_codecs` (``kv_dtype="e4m3-head"``, ...).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from dataclasses import dataclass
@@ -23,8 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .tinylm import KVCodec, TinyLM, register_kv_codec
-from .tinylm.model import plain_inv_freq, rotate
+from .rope import plain_inv_freq, rotate
 
 FORMATS: dict[str, torch.dtype] = {
     "e4m3": torch.float8_e4m3fn,  # Micikevicius et al. 2022: no inf, max 448
@@ -293,72 +291,3 @@ def outlier_damage(kv: OutlierKV, fmt: str = "e4m3", recipe: str = "dynamic per-
             "retrieval": (top == kv.needles).float().mean().item(),
             "retrieval_normal": (top == kv.needles)[:, ~outlier].float().mean().item(),
             "retrieval_outlier": (top == kv.needles)[:, outlier].float().mean().item()}
-
-
-# --- K/V codecs for lclib.tinylm -------------------------------------------------------------
-
-def kv_codec(fmt: str = "e4m3", granularity: str = "head",
-             scale: float | Tensor | None = None) -> KVCodec:
-    """A TinyLM cache codec storing K/V with `quantize(x, fmt, granularity, scale)`.
-
-    Dynamic scales are computed per appended chunk (a whole prefill, or one decoded token).
-    """
-    quantize(torch.zeros(1, 1, 1, 1), fmt, granularity, scale)  # ValueError now, not mid-run
-    return KVCodec("int8" if fmt == "int8" else "fp8",
-                   lambda x: quantize(x, fmt, granularity, scale), lambda s: s.dequantize())
-
-
-def register_kv_codecs() -> list[str]:
-    """Register ``"<fmt>-<granularity>"`` codecs (dynamic scales) with TinyLM; their names."""
-    names = []
-    for fmt in FORMATS:
-        for granularity in GRANULARITIES:
-            names.append(f"{fmt}-{granularity}")
-            register_kv_codec(names[-1], kv_codec(fmt, granularity))
-    return names
-
-
-KV_CODEC_NAMES = register_kv_codecs()
-
-
-class CachedKV(torch.nn.Module):
-    """`model` whose attention reads K/V back through a `kv_dtype` cache.
-
-    `tinylm.evaluate(CachedKV(model, "e4m3-head"), ...)` measures accuracy with that cache
-    (the plain model's `hidden` attends over K/V that never went through a cache).
-    """
-
-    def __init__(self, model: TinyLM, kv_dtype: str) -> None:
-        super().__init__()
-        model.new_cache(kv_dtype)  # ValueError for unknown codecs
-        self.model, self.kv_dtype, self.lm_head = model, kv_dtype, model.lm_head
-
-    def hidden(self, tokens: Tensor) -> Tensor:
-        return self.model.hidden(tokens, self.model.new_cache(self.kv_dtype))
-
-
-def with_outlier_head(model: TinyLM, magnitude: float, layer: int = 0,
-                      kv_head: int = 0) -> TinyLM:
-    """A copy of `model` computing the same function whose cache has an outlier head.
-
-    K and V of `kv_head` in `layer` are `magnitude` times larger; its query heads' Q and the
-    output projection's matching columns are divided by `magnitude`, so in exact arithmetic
-    the logits do not change. Only the stored K/V does.
-    """
-    if not (math.isfinite(magnitude) and magnitude > 0):
-        raise ValueError(f"magnitude must be a finite positive number, got {magnitude}")
-    c = model.config
-    if not (0 <= layer < c.n_layers and 0 <= kv_head < c.n_kv_heads):
-        raise ValueError(f"pass 0 <= layer < {c.n_layers} and 0 <= kv_head < {c.n_kv_heads}")
-    out = copy.deepcopy(model)
-    attn, d = out.blocks[layer].attn, c.head_dim
-    kv_rows = slice(kv_head * d, (kv_head + 1) * d)
-    group = c.n_heads // c.n_kv_heads
-    q_rows = slice(kv_head * group * d, (kv_head + 1) * group * d)
-    with torch.no_grad():
-        attn.k.weight[kv_rows] *= magnitude
-        attn.v.weight[kv_rows] *= magnitude
-        attn.q.weight[q_rows] /= magnitude
-        for h in range(kv_head * group, (kv_head + 1) * group):
-            attn.o.weight[:, h * d:(h + 1) * d] /= magnitude
-    return out

@@ -3,7 +3,7 @@
 `recommend(model, gpu, n_gpus, context, concurrency, ttft_budget_s, queries_per_doc)` picks
 
 - weight and KV precision: the least lossy pair in `PRECISIONS` whose weights plus
-  `concurrency` requests of `context` tokens fit in HBM (`lclib.cp.per_gpu_memory`);
+  `concurrency` requests of `context` tokens fit in HBM (`lclib.context_parallel.per_gpu_memory`);
 - TP and CP degrees: tensor parallelism over a node first (it splits the weights, which CP
   replicates), context parallelism for the rest (`split`);
 - the prefill chunk: the largest in `CHUNKS` that keeps a short prompt's worst wait behind a long
@@ -21,13 +21,12 @@ import math
 from dataclasses import dataclass, field
 
 from .amortize import incremental_prefill_time, query_cost
+from .context_parallel import per_gpu_memory, ring_prefill_time
 from .cost import GPULike, ModelLike, decode_step_time, kv_cache_bytes, weight_bytes
-from .cp import per_gpu_memory, ring_prefill_time
-from .explorers import fmt_seconds, fmt_tokens
 from .hardware import get_gpu
 from .models import get_model
 from .scheduler import StepCost, worst_short_ttft
-from .units import GB, positive_float, positive_int
+from .units import GB, fmt_seconds, fmt_tokens, positive_float, positive_int
 
 # (weights, KV) from least to most lossy. FP8 KV per head costs < 1 point of RULER at 128K in
 # the Hopper lecture's parity table (seed 002 §4.2), so it comes before quantizing weights;

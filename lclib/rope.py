@@ -111,6 +111,19 @@ def _default(dim: int, base: float) -> Tensor:
     return 1.0 / (base ** _exponents(dim))
 
 
+def plain_inv_freq(head_dim: int, rope_theta: float, rope_scaling: dict[str, Any] | None = None,
+                   max_position_embeddings: int | None = None) -> tuple[Tensor, float]:
+    """Unscaled RoPE: inv_freq[i] = theta^(-2i/d), attention factor 1.
+
+    Same signature and return as `lclib.rope.inv_freq`, which replaces it for scaled RoPE.
+    """
+    if rope_scaling is not None:
+        raise ValueError("plain_inv_freq does not scale RoPE; pass rope_scaling=None, or "
+                         "rope_fn=lclib.rope.inv_freq to apply a rope_scaling dict")
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim
+    return (rope_theta ** -exponents).float(), 1.0
+
+
 def get_mscale(scale: float, mscale: float = 1.0) -> float:
     """YaRN's attention temperature: 0.1·mscale·ln(scale) + 1, and 1 for scale <= 1."""
     return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
@@ -228,6 +241,13 @@ def ntk_base(head_dim: int, rope_theta: float, factor: float, max_position_embed
     seq = max(seq_len or max_position_embeddings, max_position_embeddings)
     stretch = factor * seq / max_position_embeddings - (factor - 1)
     return rope_theta * stretch ** (head_dim / (head_dim - 2))
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Apply RoPE (the Llama "rotate half" layout) to x [B, H, T, D]."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
 # --- explaining a scaling per dimension ------------------------------------------------------

@@ -50,6 +50,24 @@ def fmt_bytes(n_bytes: float, unit: str = "GB", digits: int = 1) -> str:
     return f"{n_bytes / _PREFIXES[unit]:,.{digits}f} {unit}"
 
 
+def fmt_tokens(n: int) -> str:
+    """A token count the way context windows are named: '128K' = 131,072, '1M' = 2**20."""
+    for unit, suffix in ((2**20, "M"), (2**10, "K")):
+        if n >= unit and n % unit == 0:
+            return f"{n // unit:,}{suffix}"
+    return f"{n:,}"
+
+
+def fmt_seconds(s: float) -> str:
+    """Seconds with an SI prefix: '35.2 µs', '4.1 ms', '2.5 s', '1,234 s'."""
+    if s >= 1000:
+        return f"{s:,.0f} s"
+    for factor, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if s >= factor:
+            return f"{s / factor:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
 def positive_int(name: str, value: object) -> int:
     """Return `value` as an int if it is a positive whole number, else raise ValueError."""
     if isinstance(value, bool) or not isinstance(value, int) and not (

@@ -13,7 +13,7 @@ from lclib.explorers import case_study as C
 
 
 def test_explorer_is_small_and_survives_its_ends():
-    ex = C.case_study()
+    ex = C.case_study_explorer()
     html = ex.to_html()
     assert len(html.encode()) < 300_000
     assert len(ex.grid.columns["prefill_s"]) <= MAX_GRID_POINTS

@@ -29,19 +29,18 @@ from lclib.explorer import (
 from lclib.explorers import (
     crossover_explorer,
     crossover_point,
-    fmt_seconds,
-    fmt_tokens,
-    two_walls,
+    two_walls_explorer,
     two_walls_point,
 )
+from lclib.units import fmt_seconds, fmt_tokens
 
-BUILT = {"two_walls": (two_walls, two_walls_point),
+BUILT = {"two_walls": (two_walls_explorer, two_walls_point),
          "crossover": (crossover_explorer, crossover_point)}
 
 
 @pytest.fixture(scope="module")
 def tw() -> Explorer:
-    return two_walls()
+    return two_walls_explorer()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import lclib
 from lclib import recipe as R
-from lclib.cp import ring_prefill_time
+from lclib.context_parallel import ring_prefill_time
 
 LLAMA = "llama-3.3-70b"
 

@@ -178,7 +178,7 @@ def test_rope_depends_only_on_relative_position():
     offset_only = sp.expand(proof["relative"].subs(m, n + delta))
     assert {m, n} & offset_only.free_symbols == set() and delta in offset_only.free_symbols
     # and numerically, with torch tensors through TinyLM's rotation
-    from lclib.tinylm.model import rotate
+    from lclib.rope import rotate
     inv, _ = rope.inv_freq(8, 10_000.0)
     q, k = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
 
@@ -231,7 +231,7 @@ def test_tinylm_takes_scaled_rope_through_its_hook():
 
 def test_rope_experiment_runs_tiny_on_cpu():
     from lclib.bench import run_experiment
-    from lclib.bench.rope_extrapolation import METHODS, scaling_for
+    from lclib.bench.rope import METHODS, scaling_for
     n = lclib.tinylm.CONFIG.max_position_embeddings
     run = run_experiment("rope", device="cpu", sizes=[2 * n, n], out=None)
     rows = {(r["method"], r["length"]): r for r in run["rows"]}
@@ -275,7 +275,7 @@ def test_exercise_master_embeds_the_stored_transformers_numbers():
 
 def test_the_checkpoint_needs_scaling_past_its_training_length():
     """Chapter 6's story, on the committed checkpoint: plain RoPE fails at 4x, YaRN holds."""
-    from lclib.bench.rope_extrapolation import extrapolation
+    from lclib.bench.rope import extrapolation
     model = lclib.tinylm.load()
     n = model.config.max_position_embeddings
     rows = {r["method"]: r["accuracy"] for r in extrapolation(model, [4 * n], 8)}

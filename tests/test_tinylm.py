@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lclib import ModelConfig, kv_cache_bytes, tinylm
+from lclib.rope import plain_inv_freq
 from lclib.tinylm import tasks
 from lclib.tinylm.__main__ import main
-from lclib.tinylm.model import plain_inv_freq
 from lclib.tinylm.training import copy_sample
 
 SMALL = ModelConfig("test", hidden_size=32, n_layers=2, n_heads=4, n_kv_heads=2,

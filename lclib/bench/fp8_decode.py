@@ -53,7 +53,7 @@ def hbm_peak(device: torch.device) -> float | None:
     return None
 
 
-@experiment("fp8-decode")
+@experiment("fp8_decode")
 def fp8_decode(device: torch.device, sizes: list[int] | None = None,
                dtype: str = "fp32") -> dict[str, Any]:
     """Time decode attention with `dtype` vs e4m3 (per-head scales) K/V at each context size."""

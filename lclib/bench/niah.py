@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lclib import fp8, tinylm
+from lclib import tinylm
 
 from .core import experiment
 
@@ -38,7 +38,7 @@ class Served(torch.nn.Module):
         super().__init__()
         self.model, self.kv_dtype, self.chunk = model, kv_dtype, chunk
         self.lm_head = model.lm_head
-        fp8.CachedKV(model, kv_dtype)  # ValueError now for unknown codecs
+        tinylm.CachedKV(model, kv_dtype)  # ValueError now for unknown codecs
 
     def hidden(self, tokens: Tensor) -> Tensor:
         cache, step = self.model.new_cache(self.kv_dtype), self.chunk or tokens.shape[1]

@@ -8,8 +8,8 @@ from ..cost import cp_gpus_needed, kv_cache_bytes, weight_bytes
 from ..explorer import Dropdown, Explorer, Line, Readout, Slider
 from ..hardware import get_gpu
 from ..recipe import gpus_for_ttft
-from ..units import GB
-from . import _fmt_prefill, context_slider, fmt_seconds, prefill_parts
+from ..units import GB, fmt_seconds
+from .parts import context_slider, fmt_prefill, prefill_parts
 
 CASE_MODEL, CASE_GPU, CASE_MFU = "llama-3.3-70b", "h100-sxm", 0.4
 TTFT_BUDGET_S = 20.0
@@ -40,7 +40,7 @@ def _gpus(n: int) -> str:
     return f"{n:,} GPU{'s' if n != 1 else ''}" if n else "more than the search limit"
 
 
-def case_study(steps: int = 16) -> Explorer:
+def case_study_explorer(steps: int = 16) -> Explorer:
     """Drag the context: prefill goes super-linear and the KV outgrows a GPU. Drag the queries
     per document: the one-time prefill spreads and the per-query cost falls to the marginal."""
     return Explorer(
@@ -65,7 +65,7 @@ def case_study(steps: int = 16) -> Explorer:
                  y_fmt=fmt_seconds),
         ],
         readouts=[
-            Readout("prefill_s", "prefill on one GPU", _fmt_prefill),
+            Readout("prefill_s", "prefill on one GPU", fmt_prefill),
             Readout("gpus_memory", "GPUs to hold weights + this KV", _gpus),
             Readout("gpus_ttft", f"GPUs for a {TTFT_BUDGET_S:.0f} s first-query TTFT", _gpus),
             Readout("per_query_s", "amortized cost per query", fmt_seconds),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from ..context_parallel import LINKS, per_gpu_memory, ring_prefill_time, ring_step
+from ..context_parallel import overlap_threshold as _threshold
 from ..cost import prefill_time
-from ..cp import LINKS, per_gpu_memory, ring_prefill_time, ring_step
-from ..cp import overlap_threshold as _threshold
 from ..explorer import Dropdown, Explorer, Line, Readout, Slider
 from ..hardware import get_gpu
-from ..units import GB
-from . import KV_DTYPES, TWO_WALLS_MFU, context_slider, fmt_seconds
+from ..units import GB, fmt_seconds
+from .parts import KV_DTYPES, TWO_WALLS_MFU, context_slider
 
 CP_MODEL = "llama-3.3-70b"
 CP_GPUS = ("h100-sxm", "h200")

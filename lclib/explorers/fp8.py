@@ -13,8 +13,8 @@ from ..explorer import Dropdown, Explorer, Line, Readout, Slider
 from ..fp8 import FORMATS, RECIPES, OutlierKV, outlier_damage, outlier_kv
 from ..hardware import GPUS, get_gpu
 from ..models import MODELS
-from ..units import GB
-from . import context_slider, fmt_seconds
+from ..units import GB, fmt_seconds
+from .parts import context_slider
 
 MAGNITUDES = (1, 10, 100, 1_000, 10_000)
 CAPACITY_GPUS = (1, 2, 4, 8)

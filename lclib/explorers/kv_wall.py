@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..cost import kv_bytes_per_token, kv_cache_bytes, max_concurrency, weight_bytes
 from ..explorer import Dropdown, Explorer, Line, Readout, Slider, StackedBars
 from ..hardware import get_gpu
-from ..kvwall import kv_equals_weights_tokens
+from ..kv_wall import kv_equals_weights_tokens
 from ..units import GB, KiB
-from . import _fmt_kv, context_slider
+from .parts import context_slider, fmt_kv
 
 # llama-2-70b is left out: its KV and weights are Llama-3.3-70B's (the grid has a size limit).
 KV_WALL_MODELS = ("llama-3.3-70b", "qwen2.5-72b", "yi-34b", "llama-3.1-8b", "mistral-7b")
@@ -49,7 +49,7 @@ def _fmt_users(n: int) -> str:
     return f"{n:,}" if n else "0 (not one fits)"
 
 
-def kv_wall(steps: int = 11) -> Explorer:
+def kv_wall_explorer(steps: int = 11) -> Explorer:
     """The KV wall: drag context and batch, pick model, precisions and GPUs; see what fits,
     how many users the memory holds, and how a decode step splits into weight and KV reads."""
     gb = "GB (10^9 bytes)"
@@ -84,7 +84,7 @@ def kv_wall(steps: int = 11) -> Explorer:
         readouts=[
             Readout("kv_per_token", "KV per token (KiB = 1,024 B)",
                     lambda b: f"{b / KiB:,.0f} KiB = {b:,} bytes"),
-            Readout("kv_bytes", "KV cache of the batch (GB = 10^9 B, GiB = 2^30 B)", _fmt_kv),
+            Readout("kv_bytes", "KV cache of the batch (GB = 10^9 B, GiB = 2^30 B)", fmt_kv),
             Readout("users", "max concurrent requests of this length", _fmt_users),
             Readout("crossover_tokens", "KV reads equal weight reads at (context × batch)",
                     lambda n: f"{n:,.0f} tokens"),

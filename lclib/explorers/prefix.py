@@ -6,8 +6,8 @@ from ..amortize import keep_warm_gap, query_cost
 from ..cost import kv_cache_bytes
 from ..explorer import Dropdown, Explorer, Line, LogSlider, Readout
 from ..scheduler import StepCost, worst_short_ttft
-from ..units import GB
-from . import context_slider, fmt_seconds, fmt_tokens
+from ..units import GB, fmt_seconds, fmt_tokens
+from .parts import context_slider
 
 MODEL, GPU = "llama-3.3-70b", "h100-sxm"
 QUESTION, ANSWER, SHORT = 200, 1000, 2048  # tokens: a question, its answer, a short prompt

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from ..explorer import Explorer, Line, Readout, Slider
 from ..rope import correction_range, inv_freq, ntk_base, per_dimension
-from . import fmt_tokens
+from ..units import fmt_tokens
 
 HEAD_DIM, THETA = 128, 1_000_000.0  # Qwen2.5-72B's RoPE geometry (REFERENCES.md)
 FACTORS = (2.0, 4.0, 8.0, 16.0, 32.0)

@@ -5,24 +5,26 @@
     logits, cache = model.prefill(tokens)       # tokens [B, T]; cache.nbytes == kv_cache_bytes
     next_logits = model.decode(next_token, cache)
     tinylm.evaluate(model, "single_needle", lengths=(256, 512, 1024))
+    tinylm.evaluate(tinylm.CachedKV(model, "e4m3-head"))   # through an FP8 cache
 
 Train a new one with ``python -m lclib.tinylm train`` (minutes on a CPU).
 """
 
-from .model import (
+from .kv_codecs import (
     KV_CODECS,
-    KVCache,
+    CachedKV,
     KVCodec,
-    TinyLM,
     get_kv_codec,
-    plain_inv_freq,
+    kv_codec,
     register_kv_codec,
+    with_outlier_head,
 )
+from .model import KVCache, TinyLM
 from .tasks import TASKS, Accuracy, Sample, evaluate, get_task
 from .training import CHECKPOINT, CONFIG, load, save, train
 
 __all__ = [
-    "CHECKPOINT", "CONFIG", "KV_CODECS", "TASKS", "Accuracy", "KVCache", "KVCodec", "Sample",
-    "TinyLM", "evaluate", "get_kv_codec", "get_task", "load", "plain_inv_freq",
-    "register_kv_codec", "save", "train",
+    "CHECKPOINT", "CONFIG", "KV_CODECS", "TASKS", "Accuracy", "CachedKV", "KVCache", "KVCodec",
+    "Sample", "TinyLM", "evaluate", "get_kv_codec", "get_task", "kv_codec", "load",
+    "register_kv_codec", "save", "train", "with_outlier_head",
 ]

@@ -3,7 +3,7 @@
 The architecture is an `lclib.ModelConfig`, so `config.n_params` and
 `lclib.kv_cache_bytes(config, ...)` describe this module exactly. RoPE frequencies come
 from a swappable hook with the signature of `lclib.rope.inv_freq`, and the cache stores
-K/V through a `KVCodec` (fp32, bf16, or any codec registered later, e.g. fp8).
+K/V through a codec (`lclib.tinylm.kv_codecs`: fp32, bf16, fp8 and int8 ones, or your own).
 """
 
 from __future__ import annotations
@@ -17,57 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models import ModelConfig
+from ..rope import plain_inv_freq, rotate
 from ..units import bytes_for
+from .kv_codecs import get_kv_codec
 
 RopeFn = Callable[[int, float, Any, Any], tuple[Tensor, float]]
 
 
-def plain_inv_freq(head_dim: int, rope_theta: float, rope_scaling: dict[str, Any] | None = None,
-                   max_position_embeddings: int | None = None) -> tuple[Tensor, float]:
-    """Unscaled RoPE: inv_freq[i] = theta^(-2i/d), attention factor 1.
-
-    Same signature and return as `lclib.rope.inv_freq`, which replaces it for scaled RoPE.
-    """
-    if rope_scaling is not None:
-        raise ValueError("plain_inv_freq does not scale RoPE; pass rope_scaling=None, or "
-                         "rope_fn=lclib.rope.inv_freq to apply a rope_scaling dict")
-    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim
-    return (rope_theta ** -exponents).float(), 1.0
-
-
 # --- the KV cache -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KVCodec:
-    """How the cache stores K/V: `encode` on write, `decode` on read.
-
-    `dtype` is the lclib dtype string whose width sets the payload bytes (scales and other
-    metadata of a quantized format are not counted, as in `lclib.kv_cache_bytes`).
-    """
-
-    dtype: str
-    encode: Callable[[Tensor], Any]
-    decode: Callable[[Any], Tensor]
-
-
-KV_CODECS: dict[str, KVCodec] = {
-    "fp32": KVCodec("fp32", lambda x: x.float(), lambda s: s),
-    "bf16": KVCodec("bf16", lambda x: x.bfloat16(), lambda s: s.float()),
-}
-
-
-def register_kv_codec(name: str, codec: KVCodec) -> None:
-    """Make `kv_dtype=name` available to caches (e.g. an fp8 codec from `lclib.fp8`)."""
-    KV_CODECS[name] = codec
-
-
-def get_kv_codec(name: str) -> KVCodec:
-    """The codec registered as `name`; ValueError lists the ones that exist."""
-    if name not in KV_CODECS:
-        raise ValueError(f"unknown kv_dtype {name!r}; pass one of {', '.join(KV_CODECS)} "
-                         "(or register a codec with register_kv_codec)")
-    return KV_CODECS[name]
 
 
 @dataclass
@@ -112,13 +69,6 @@ class KVCache:
 
 
 # --- the model ------------------------------------------------------------------
-
-
-def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Apply RoPE (the Llama "rotate half" layout) to x [B, H, T, D]."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
 class Attention(nn.Module):

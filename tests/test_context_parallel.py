@@ -1,4 +1,4 @@
-"""lclib.cp: per-GPU memory, ring steps, the overlap condition, and chapter 3's explorer."""
+"""lclib.context_parallel: per-GPU memory, ring steps, the overlap condition, its explorer."""
 
 from __future__ import annotations
 
@@ -10,32 +10,34 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lclib
-from lclib import cp
+from lclib import context_parallel
 from lclib.explorers.context_parallel import context_parallel_explorer, cp_point
 
 LLAMA = "llama-3.3-70b"
 models = st.sampled_from(list(lclib.MODELS))
 gpus = st.sampled_from(list(lclib.GPUS))
-links = st.sampled_from(list(cp.LINKS))
+links = st.sampled_from(list(context_parallel.LINKS))
 
 
 def test_link_bandwidths_one_way_per_gpu():
     h100 = lclib.get_gpu("h100-sxm")
-    assert cp.link_bandwidth("infiniband", h100) == 50e9  # NDR: 400 Gb/s = 50 GB/s each way
-    assert cp.link_bandwidth("nvlink", h100) == 450e9  # 900 GB/s both ways
-    assert cp.link_bandwidth("pcie", h100) == 64e9
+    # NDR: 400 Gb/s = 50 GB/s each way
+    assert context_parallel.link_bandwidth("infiniband", h100) == 50e9
+    assert context_parallel.link_bandwidth("nvlink", h100) == 450e9  # 900 GB/s both ways
+    assert context_parallel.link_bandwidth("pcie", h100) == 64e9
     with pytest.raises(ValueError, match="nvlink, pcie, infiniband"):
-        cp.link_bandwidth("ethernet", h100)
+        context_parallel.link_bandwidth("ethernet", h100)
 
 
 @given(gpus, links)
 def test_liu_condition_for_mha_bf16_unmasked_is_f_over_b(gpu, link):
     mha = lclib.get_model(LLAMA).with_(name="mha", n_kv_heads=64)
-    peak, bw = lclib.get_gpu(gpu).peak_flops("bf16"), cp.link_bandwidth(link, gpu)
-    assert cp.overlap_threshold(mha, gpu, link, causal=False) == pytest.approx(peak / bw)
+    peak, bw = lclib.get_gpu(gpu).peak_flops("bf16"), context_parallel.link_bandwidth(link, gpu)
+    assert context_parallel.overlap_threshold(mha, gpu, link, causal=False) == pytest.approx(
+        peak / bw)
     # causal halves the compute per step (doubles c*); GQA 8:1 divides the bytes by 8
-    assert cp.overlap_threshold(LLAMA, gpu, link) == pytest.approx(2 * peak / bw / 8)
-    assert cp.overlap_threshold(LLAMA, gpu, link, kv_dtype="fp8") == pytest.approx(
+    assert context_parallel.overlap_threshold(LLAMA, gpu, link) == pytest.approx(2 * peak / bw / 8)
+    assert context_parallel.overlap_threshold(LLAMA, gpu, link, kv_dtype="fp8") == pytest.approx(
         peak / bw / 8)
 
 
@@ -43,11 +45,12 @@ def test_liu_condition_for_mha_bf16_unmasked_is_f_over_b(gpu, link):
        st.floats(0.1, 1.0))
 def test_sympy_threshold_matches_numeric(model, gpu, link, kv_dtype, causal, mfu):
     m = lclib.get_model(model)
-    expr = cp.derive_overlap_threshold()
-    value = float(expr.subs({cp.F: lclib.get_gpu(gpu).peak_flops() * mfu, cp.H: m.n_heads,
-                             cp.H_kv: m.n_kv_heads, cp.b: lclib.dtype_bits(kv_dtype) / 8,
-                             cp.B: cp.link_bandwidth(link, gpu), cp.f: 0.5 if causal else 1}))
-    assert value == pytest.approx(cp.overlap_threshold(model, gpu, link, kv_dtype, causal, mfu))
+    c = context_parallel
+    expr = c.derive_overlap_threshold()
+    value = float(expr.subs({c.F: lclib.get_gpu(gpu).peak_flops() * mfu, c.H: m.n_heads,
+                             c.H_kv: m.n_kv_heads, c.b: lclib.dtype_bits(kv_dtype) / 8,
+                             c.B: c.link_bandwidth(link, gpu), c.f: 0.5 if causal else 1}))
+    assert value == pytest.approx(c.overlap_threshold(model, gpu, link, kv_dtype, causal, mfu))
 
 
 @given(models, gpus, links, st.sampled_from([1, 2, 4, 8]), st.integers(2, 64))
@@ -55,8 +58,8 @@ def test_step_compute_equals_comm_at_the_threshold(model, gpu, link, tp, cp_degr
     m = lclib.get_model(model)
     if m.n_heads % tp or tp > m.n_kv_heads:
         return
-    c_star = cp.overlap_threshold(model, gpu, link, mfu=0.4)
-    step = cp.ring_step(model, gpu, round(c_star * cp_degree), tp, cp_degree, link)
+    c_star = context_parallel.overlap_threshold(model, gpu, link, mfu=0.4)
+    step = context_parallel.ring_step(model, gpu, round(c_star * cp_degree), tp, cp_degree, link)
     assert step["compute"] == pytest.approx(step["comm"], rel=2 / c_star + 1e-9)
 
 
@@ -66,7 +69,7 @@ def test_per_gpu_memory(model, seq, tp, cp_degree, kv_dtype):
     m = lclib.get_model(model)
     if m.n_heads % tp:
         return
-    mem = cp.per_gpu_memory(model, seq, tp, cp_degree, kv_dtype=kv_dtype)
+    mem = context_parallel.per_gpu_memory(model, seq, tp, cp_degree, kv_dtype=kv_dtype)
     whole = lclib.kv_cache_bytes(model, seq, kv_dtype=kv_dtype)
     assert mem["weights"] == pytest.approx(lclib.weight_bytes(model) / tp)
     assert mem["kv"] * cp_degree * min(tp, m.n_kv_heads) == pytest.approx(whole)
@@ -79,11 +82,12 @@ def test_seventy_b_needs_and_fits():
     assert kv == 2 * 80 * 8 * 128 * 2 * 2**17
     assert lclib.cp_gpus_needed(LLAMA, "h100-sxm", 2**17) == math.ceil(
         (lclib.weight_bytes(LLAMA) + kv) / 80e9) == 3
-    one_node = cp.per_gpu_memory(LLAMA, 2**20, tp=8, cp=1)
+    one_node = context_parallel.per_gpu_memory(LLAMA, 2**20, tp=8, cp=1)
     assert one_node["kv"] == 2 * 80 * 128 * 2 * 2**20  # one KV head per GPU
-    assert cp.min_cp(LLAMA, "h100-sxm", 2**20, tp=8) == 1
-    assert cp.min_cp(LLAMA, "h100-sxm", 2**22, tp=8) == 4
-    assert cp.min_cp(LLAMA, "h100-sxm", 2**17, tp=1) is None  # 141 GB of weights > 80 GB
+    assert context_parallel.min_cp(LLAMA, "h100-sxm", 2**20, tp=8) == 1
+    assert context_parallel.min_cp(LLAMA, "h100-sxm", 2**22, tp=8) == 4
+    # 141 GB of weights > 80 GB
+    assert context_parallel.min_cp(LLAMA, "h100-sxm", 2**17, tp=1) is None
 
 
 @given(models, gpus, links, st.sampled_from([1, 2, 4, 8]), st.sampled_from([1, 2, 4, 16]),
@@ -92,9 +96,9 @@ def test_ring_prefill_is_ideal_when_communication_hides(model, gpu, link, tp, cp
     m = lclib.get_model(model)
     if m.n_heads % tp:
         return
-    t = cp.ring_prefill_time(model, gpu, seq, tp, cp_degree, link)
+    t = context_parallel.ring_prefill_time(model, gpu, seq, tp, cp_degree, link)
     ideal = lclib.prefill_time(model, gpu, seq, n_gpus=tp * cp_degree)
-    step = cp.ring_step(model, gpu, seq, tp, cp_degree, link)
+    step = context_parallel.ring_step(model, gpu, seq, tp, cp_degree, link)
     if step["compute"] >= step["comm"] or cp_degree == 1:
         assert t == pytest.approx(ideal)
     else:
@@ -103,7 +107,7 @@ def test_ring_prefill_is_ideal_when_communication_hides(model, gpu, link, tp, cp
 
 
 def test_allgather_holds_the_whole_layer():
-    bufs = cp.allgather_buffer_bytes(LLAMA, 2**20, tp=8, cp=8)
+    bufs = context_parallel.allgather_buffer_bytes(LLAMA, 2**20, tp=8, cp=8)
     assert bufs["allgather"] == 2 * 1 * 128 * 2 * 2**20  # K and V, 1 head per GPU, 1M tokens
     assert bufs["ring"] == bufs["allgather"] * 2 / 8
 
@@ -116,7 +120,7 @@ def test_allgather_holds_the_whole_layer():
 def test_bad_input_raises(kwargs, message):
     args = {"seq_len": 2**17, "tp": 8, "cp": 4, "link": "nvlink"} | kwargs
     with pytest.raises(ValueError, match=message):
-        cp.ring_step(LLAMA, "h100-sxm", **args)
+        context_parallel.ring_step(LLAMA, "h100-sxm", **args)
 
 
 def test_explorer_corners_are_finite_and_match_the_model():
@@ -127,7 +131,7 @@ def test_explorer_corners_are_finite_and_match_the_model():
         assert all(math.isfinite(v) and v > 0 for v in out.values() if not isinstance(v, str))
     at = {c.name: c.values[c.init] for c in ex.controls}
     out = cp_point(**at)
-    assert out["prefill_s"] == pytest.approx(cp.ring_prefill_time(
+    assert out["prefill_s"] == pytest.approx(context_parallel.ring_prefill_time(
         LLAMA, at["gpu"], at["seq_len"], at["tp"], at["cp"], at["link"], at["kv_dtype"]))
     assert out["hides"].startswith("yes") == (out["tokens_per_rank"] >= out["threshold"])
     html = ex.to_html()

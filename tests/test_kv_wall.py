@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lclib
-from lclib import GB, GiB, KiB, kvwall
+from lclib import GB, GiB, KiB, kv_wall
 from lclib import derive as D
 from lclib.bench import run_experiment
 from lclib.bench.decode import (
@@ -27,7 +27,7 @@ from lclib.bench.decode import (
     known_gpu,
     tinylm_decode_times,
 )
-from lclib.explorers.kv_wall import BAR_CAP_PCT, kv_wall, kv_wall_point
+from lclib.explorers.kv_wall import BAR_CAP_PCT, kv_wall_explorer, kv_wall_point
 from lclib.tinylm import CONFIG, TinyLM
 
 LLAMA, YI = lclib.get_model("llama-3.3-70b"), lclib.get_model("yi-34b")
@@ -38,8 +38,8 @@ YI_KV_PER_TOKEN = 2 * 60 * 8 * 128 * 2  # REFERENCES.md: 245,760 bytes
 # --- Yao Fu's four metrics (REFERENCES.md) ---------------------------------------------------
 
 @pytest.fixture(scope="module")
-def fu() -> dict[str, kvwall.FuRow]:
-    return {row.metric: row for row in kvwall.fu_table()}
+def fu() -> dict[str, kv_wall.FuRow]:
+    return {row.metric: row for row in kv_wall.fu_table()}
 
 
 def test_fu_kv_sizes_reproduce_in_gib(fu):
@@ -82,7 +82,7 @@ def test_fu_decode(fu):
 
 
 def test_four_metrics_uses_the_cost_model():
-    m = kvwall.four_metrics(LLAMA, "h100-sxm", K128, decode_tokens=10, n_gpus=4, mfu=0.5)
+    m = kv_wall.four_metrics(LLAMA, "h100-sxm", K128, decode_tokens=10, n_gpus=4, mfu=0.5)
     assert m.kv_bytes == 40 * GiB
     assert m.concurrency == (320e9 - lclib.weight_bytes(LLAMA)) // (40 * GiB) == 4
     assert m.decode_s == pytest.approx((lclib.weight_bytes(LLAMA) + 40 * GiB) * 10 / 13.4e12)
@@ -90,11 +90,11 @@ def test_four_metrics_uses_the_cost_model():
     assert m.switch_s == 40 * GiB / 64e9
 
 
-@pytest.mark.parametrize("call", [lambda: kvwall.four_metrics(YI, "a100-80gb", 4000, 0),
-                                  lambda: kvwall.four_metrics(YI, "a100-80gb", -1),
-                                  lambda: kvwall.fu_convention(0),
-                                  lambda: kvwall.longest_context(YI, "a100-80gb", n_gpus=0),
-                                  lambda: kvwall.four_metrics(YI, "b200", 4000)])
+@pytest.mark.parametrize("call", [lambda: kv_wall.four_metrics(YI, "a100-80gb", 4000, 0),
+                                  lambda: kv_wall.four_metrics(YI, "a100-80gb", -1),
+                                  lambda: kv_wall.fu_convention(0),
+                                  lambda: kv_wall.longest_context(YI, "a100-80gb", n_gpus=0),
+                                  lambda: kv_wall.four_metrics(YI, "b200", 4000)])
 def test_bad_input_says_what_to_pass(call):
     with pytest.raises(ValueError, match="pass|positive"):
         call()
@@ -135,14 +135,14 @@ DTYPES = st.sampled_from(["bf16", "fp8", "int4"])
 
 
 LONGEST = sp.lambdify([D.n_gpu, D.HBM, D.W, D.L, D.H_kv, D.d_h, D.b],
-                      kvwall.longest_context_expr())
+                      kv_wall.longest_context_expr())
 
 
 @settings(max_examples=40)
 @given(model=MODELS, gpu=st.sampled_from(sorted(lclib.GPUS)), n=st.integers(1, 16),
        weights=DTYPES, kv=DTYPES)
 def test_longest_context_is_where_one_request_stops_fitting(model, gpu, n, weights, kv):
-    longest = kvwall.longest_context(model, gpu, n, weights, kv)
+    longest = kv_wall.longest_context(model, gpu, n, weights, kv)
     args = dict(n_gpus=n, weight_dtype=weights, kv_dtype=kv)
     if longest:
         assert lclib.max_concurrency(model, gpu, longest, **args) == 1
@@ -156,7 +156,7 @@ def test_longest_context_is_where_one_request_stops_fitting(model, gpu, n, weigh
 @settings(max_examples=30)
 @given(model=MODELS, weights=DTYPES, kv=DTYPES, batch=st.integers(1, 64))
 def test_kv_reads_equal_weight_reads_at_the_crossover(model, weights, kv, batch):
-    tokens = kvwall.kv_equals_weights_tokens(model, weights, kv)
+    tokens = kv_wall.kv_equals_weights_tokens(model, weights, kv)
     m = lclib.get_model(model)
     w = lclib.weight_bytes(m, weights)
     assert tokens * lclib.kv_bytes_per_token(m, kv) == pytest.approx(w)
@@ -171,7 +171,7 @@ def test_kv_reads_equal_weight_reads_at_the_crossover(model, weights, kv, batch)
 
 
 def test_kv_share_is_half_at_the_crossover():
-    share = kvwall.kv_share_of_step_expr().subs(D.S, D.kv_equals_weights_tokens() / D.B)
+    share = kv_wall.kv_share_of_step_expr().subs(D.S, D.kv_equals_weights_tokens() / D.B)
     assert sp.simplify(share) == sp.Rational(1, 2)
 
 
@@ -188,7 +188,7 @@ def test_gqa_saving_is_the_group_size():
 
 @pytest.fixture(scope="module")
 def explorer():
-    return kv_wall()
+    return kv_wall_explorer()
 
 
 @pytest.fixture(scope="module")
