@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from . import static
+
 
 def _esc(text: str) -> str:
     """Escape HTML, then render `code` spans (the only markup questions take)."""
@@ -172,81 +174,9 @@ def _question_html(q: Question, name: str, number: str) -> str:
     )
 
 
-_QUIZ_CSS = """<style>
-.lc-quiz{border:1px solid rgba(128,128,128,.4);border-radius:8px;padding:10px 14px;margin:1em 0;
-color:inherit}
-.lc-quiz .lc-quiz-title{font-weight:600;margin-bottom:6px}
-.lc-quiz .lc-question{padding:8px 0}
-.lc-quiz .lc-question+.lc-question{border-top:1px solid rgba(128,128,128,.25)}
-.lc-quiz .lc-prompt{margin-bottom:6px}
-.lc-quiz .lc-options label{display:block;margin:2px 0;cursor:pointer}
-.lc-quiz .lc-answer{font:inherit;color:inherit;background:transparent;width:12em;padding:2px 6px;
-border:1px solid rgba(128,128,128,.6);border-radius:4px}
-.lc-quiz .lc-actions{margin-top:6px;display:flex;flex-wrap:wrap;align-items:center;gap:8px}
-.lc-quiz button{font:inherit;color:inherit;background:rgba(128,128,128,.12);cursor:pointer;
-border:1px solid rgba(128,128,128,.6);border-radius:4px;padding:2px 10px}
-.lc-quiz .lc-correct{color:#1e9e4a;font-weight:600}
-.lc-quiz .lc-wrong{color:#d9473f;font-weight:600}
-.lc-quiz .lc-explain{margin-top:6px;padding-left:10px;border-left:3px solid rgba(128,128,128,.5)}
-</style>"""
+_QUIZ_CSS = f"<style>\n{static.read('quiz.css')}</style>"
 
 # Parses what a reader types: "42,949,672,960", "4.29e10", "4.29 x 10^10", "42.9 GB"; else null.
-_PARSE_JS = r"""function lcParseNumber(text, unit) {
-  var t = String(text).replace(/[\s\u00a0\u202f_']/g, "").replace(/\u2212/g, "-");
-  var u = String(unit || "").replace(/\s/g, "").toLowerCase();
-  if (u && t.toLowerCase().slice(-u.length) === u) t = t.slice(0, -u.length);
-  t = t.replace(/^([+-]?)10\^/, function (m, sign) { return sign + "1e"; })
-    .replace(/[x\u00d7*]10\^?([+-]?\d+)$/i, "e$1");
-  if (t.indexOf(",") >= 0) {
-    if (!/^[+-]?\d{1,3}(,\d{3})+(\.\d*)?(e[+-]?\d+)?$/i.test(t)) return null;
-    t = t.replace(/,/g, "");
-  }
-  return /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(t) ? Number(t) : null;
-}"""
+_PARSE_JS = static.read("parse_number.js").rstrip("\n")
 
-_QUIZ_JS = _PARSE_JS + """
-(function () {
-"use strict";
-var s = document.currentScript;
-var root = (s && s.closest && s.closest(".lc-quiz")) || document.getElementById("__ID__");
-if (!root) return;
-var tag = "-" + Math.random().toString(36).slice(2, 9);
-root.querySelectorAll("input[type=radio]").forEach(function (r) { r.name += tag; });
-function checkMC(q) {
-  var picked = q.querySelector("input[type=radio]:checked");
-  if (!picked) return [null, "Pick an option first."];
-  return picked.value === q.getAttribute("data-answer") ? [true, "Correct."]
-    : [false, "Not quite. Try again, or show the answer."];
-}
-function checkNumeric(q) {
-  var x = lcParseNumber(q.querySelector(".lc-answer").value, q.getAttribute("data-unit"));
-  if (x === null) return [null, "Type a number, e.g. 42.9, 4.29e10 or 42,900,000,000."];
-  var want = +q.getAttribute("data-answer");
-  var tol = Math.max(+q.getAttribute("data-rel-tol") * Math.abs(want),
-    +q.getAttribute("data-abs-tol"));
-  if (Math.abs(x - want) <= tol) return [true, "Correct."];
-  var ratio = want !== 0 && x / want > 0
-    ? " (" + (x / want).toPrecision(3) + "\u00d7 the answer)" : "";
-  return [false, "Not quite: too " + (x > want ? "high" : "low") + ratio + ". Try again."];
-}
-root.querySelectorAll(".lc-question").forEach(function (q) {
-  var fb = q.querySelector(".lc-feedback"), ex = q.querySelector(".lc-explain");
-  function say(ok, msg, reveal) {
-    fb.textContent = msg;
-    fb.classList.toggle("lc-correct", ok === true);
-    fb.classList.toggle("lc-wrong", ok === false);
-    if (reveal && ex) ex.hidden = false;
-  }
-  q.querySelector(".lc-check").addEventListener("click", function () {
-    var r = q.getAttribute("data-kind") === "mc" ? checkMC(q) : checkNumeric(q);
-    say(r[0], r[1], r[0] === true);
-  });
-  q.querySelector(".lc-reveal").addEventListener("click", function () {
-    say(null, "Answer: " + q.getAttribute("data-answer-text"), true);
-  });
-  var box = q.querySelector(".lc-answer");
-  if (box) box.addEventListener("keydown", function (e) {
-    if (e.key === "Enter") { e.preventDefault(); q.querySelector(".lc-check").click(); }
-  });
-});
-})();"""
+_QUIZ_JS = _PARSE_JS + "\n" + static.read("quiz.js").rstrip("\n")
