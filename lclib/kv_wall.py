@@ -16,10 +16,13 @@ import sympy as sp
 
 from . import derive as D
 from .cost import (
+    NO_RESERVE,
     GPULike,
     ModelLike,
+    Reserve,
     context_switch_time,
     decode_step_time,
+    kv_budget,
     kv_bytes_per_token,
     kv_cache_bytes,
     max_concurrency,
@@ -53,16 +56,19 @@ class FourMetrics:
     concurrency: int  # requests whose KV fits beside the weights
     prefill_s: float  # one prefill at the given MFU
     decode_s: float  # `decode_tokens` memory-bound steps at this context
-    switch_s: float  # one request's KV over PCIe, one direction
+    switch_s: float  # one request's KV over PCIe, one direction, each GPU its own shard
 
 
 def four_metrics(model: ModelLike, gpu: GPULike, seq_len: int,
                  decode_tokens: int = FU_DECODE_TOKENS, n_gpus: int = 1, mfu: float = 1.0,
-                 weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> FourMetrics:
+                 weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                 reserve: Reserve = NO_RESERVE) -> FourMetrics:
     """The four metrics by lclib's cost model; `mfu=1.0` is Fu's theoretical peak.
 
+    All four are lower bounds on time (upper bounds on users): peak rates, no TP all-reduce.
     Decode reads the weights and a `seq_len`-token KV cache at every step (the cache's growth
-    during the `decode_tokens` steps is ignored, as in Fu's estimate).
+    during the `decode_tokens` steps is ignored, as in Fu's estimate). With `n_gpus` > 1 (tensor
+    parallelism) each GPU moves its shard of the KV over its own PCIe link.
     """
     decode_tokens = positive_int("decode_tokens", decode_tokens)
     step = decode_step_time(model, gpu, seq_len, n_gpus=n_gpus, weight_dtype=weight_dtype,
@@ -70,11 +76,30 @@ def four_metrics(model: ModelLike, gpu: GPULike, seq_len: int,
     return FourMetrics(
         seq_len=seq_len,
         kv_bytes=kv_cache_bytes(model, seq_len, kv_dtype=kv_dtype),
-        concurrency=max_concurrency(model, gpu, seq_len, n_gpus, weight_dtype, kv_dtype),
+        concurrency=max_concurrency(model, gpu, seq_len, n_gpus, weight_dtype, kv_dtype,
+                                    reserve),
         prefill_s=prefill_time(model, gpu, seq_len, n_gpus=n_gpus, mfu=mfu),
         decode_s=decode_tokens * step,
-        switch_s=context_switch_time(model, gpu, seq_len, kv_dtype),
+        switch_s=context_switch_time(model, gpu, seq_len, kv_dtype) / n_gpus,
     )
+
+
+def session_throughput(model: ModelLike, gpu: GPULike, seq_len: int,
+                       decode_tokens: int = FU_DECODE_TOKENS, n_gpus: int = 1, mfu: float = 1.0,
+                       weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+                       reserve: Reserve = NO_RESERVE) -> float:
+    """Sessions per second, Fu's end-to-end objective, at the peak rates of `four_metrics`.
+
+    As many sessions as fit run as one batch: their prefills one after another (each is
+    compute-bound already), then `decode_tokens` steps that read the weights once for the whole
+    batch and every session's own KV. 0 when not one session fits.
+    """
+    m = four_metrics(model, gpu, seq_len, decode_tokens, n_gpus, mfu, weight_dtype, kv_dtype,
+                     reserve)
+    if m.concurrency == 0:
+        return 0.0
+    step = decode_step_time(model, gpu, seq_len, m.concurrency, n_gpus, weight_dtype, kv_dtype)
+    return m.concurrency / (m.concurrency * m.prefill_s + decode_tokens * step)
 
 
 @dataclass(frozen=True)
@@ -82,7 +107,7 @@ class FuConvention:
     """Fu's example recomputed with the inputs it states, before any rounding."""
 
     seq_len: int
-    users: float  # (80 GB - 68 GB) / KV, not rounded down
+    users: float  # (80 GB - 68 GB) / KV with the datasheet's 80 GB, not rounded down
     prefill_linear_s: float  # 2*N*n / peak, N = 34e9
     prefill_attention_s: float  # L*d*n^2 / peak
     decode_s: float  # decode_tokens * (68 GB + KV) / bandwidth
@@ -91,9 +116,10 @@ class FuConvention:
 def fu_convention(seq_len: int, decode_tokens: int = FU_DECODE_TOKENS) -> FuConvention:
     """Fu's running example (Yi-34B on one A100 80GB) under his stated assumptions.
 
-    These differ from lclib's in three places, each named on the chapter page: weights of
-    2 x 34e9 bytes (lclib counts the exact 34.39e9 parameters), attention prefill FLOPs of
-    L*d*n^2 (half of lclib's causal 2*L*H*d_h*n^2), and users not rounded down to whole requests.
+    These differ from lclib's in four places, each named on the chapter page: the datasheet's
+    80 GB (lclib: the 85.06e9 B the device reports), weights of 2 x 34e9 bytes (lclib counts the
+    exact 34.39e9 parameters), attention prefill FLOPs of L*d*n^2 (half of lclib's causal
+    2*L*H*d_h*n^2), and users not rounded down to whole requests.
     """
     seq_len = positive_int("seq_len", seq_len)
     decode_tokens = positive_int("decode_tokens", decode_tokens)
@@ -101,7 +127,7 @@ def fu_convention(seq_len: int, decode_tokens: int = FU_DECODE_TOKENS) -> FuConv
     weights, kv, peak = 2 * FU_NOMINAL_PARAMS, kv_cache_bytes(m, seq_len), g.peak_flops("bf16")
     return FuConvention(
         seq_len=seq_len,
-        users=(g.hbm_bytes - weights) / kv,
+        users=(g.datasheet_hbm_bytes - weights) / kv,
         prefill_linear_s=2 * FU_NOMINAL_PARAMS * seq_len / peak,
         prefill_attention_s=m.n_layers * m.hidden_size * seq_len**2 / peak,
         decode_s=decode_tokens * (weights + kv) / g.hbm_bandwidth,
@@ -121,22 +147,26 @@ class FuRow:
 
 
 def fu_table() -> list[FuRow]:
-    """Fu's published figures next to lclib's numbers and his stated assumptions."""
-    at = {n: four_metrics(FU_MODEL, FU_GPU, n) for n in (4_000, 4_096, 50_000, 100_000)}
-    fu = {n: fu_convention(n) for n in (4_000, 4_096, 50_000)}
+    """Fu's published figures next to lclib's numbers and his stated assumptions.
+
+    "4K" is 4,000 tokens in every row (the convention under which his KV sizes reproduce).
+    """
+    at = {n: four_metrics(FU_MODEL, FU_GPU, n) for n in (4_000, 50_000, 100_000)}
+    fu = {n: fu_convention(n) for n in (4_000, 50_000)}
     r = FU_REPORTED
     return [
         FuRow("KV cache at 4K", "GiB", r["kv_gib_4k"], at[4_000].kv_bytes / GiB, None,
-              "4K = 4,000 tokens, in GiB (2^30 bytes), cut to two decimals"),
+              "4K = 4,000 tokens, in GiB (2^30 bytes), cut (not rounded) to 0.91"),
         FuRow("KV cache at 100K", "GiB", r["kv_gib_100k"], at[100_000].kv_bytes / GiB, None,
-              "100,000 tokens in GiB, cut (not rounded) to one decimal"),
+              "100,000 tokens in GiB, cut (not rounded) to 22.8"),
         FuRow("concurrency at 4K", "users", r["users_4k"], at[4_000].concurrency,
-              fu[4_000].users, "not reproduced: (80 - 68) GB holds about 12 such requests"),
+              fu[4_000].users, "not reproduced: (80 - 68) GB holds 12 such requests, the "
+              "device's 85.06 GB 16"),
         FuRow("concurrency at 50K", "users", r["users_50k"], at[50_000].concurrency,
-              fu[50_000].users, "rounded, not floored: the request needs slightly more than fits"),
-        FuRow("prefill at 4K", "s", r["prefill_s_4k"], at[4_096].prefill_s,
-              fu[4_096].prefill_linear_s,
-              "4K = 4,096 tokens here; the linear term 2*N*n alone, N = 34e9, at peak"),
+              fu[50_000].users, "(80 - 68) GB holds 0.98 of one; the device's 85.06 GB one"),
+        FuRow("prefill at 4K", "s", r["prefill_s_4k"], at[4_000].prefill_s,
+              fu[4_000].prefill_linear_s + fu[4_000].prefill_attention_s,
+              "2*N*n + L*d*n^2 with N = 34e9, n = 4,000, at peak"),
         FuRow("prefill at 50K", "s", r["prefill_s_50k"], at[50_000].prefill_s,
               fu[50_000].prefill_linear_s + fu[50_000].prefill_attention_s,
               "2*N*n plus attention as L*d*n^2: half of lclib's causal 2*L*H*d_h*n^2"),
@@ -150,12 +180,16 @@ def fu_table() -> list[FuRow]:
 # --- capacity formulas derived in the chapter ------------------------------------------------
 
 def longest_context(model: ModelLike, gpu: GPULike, n_gpus: int = 1, weight_dtype: str = "bf16",
-                    kv_dtype: str = "bf16") -> int:
-    """The longest request (tokens) whose KV fits beside the weights: 0 if the weights alone
-    overflow. Solves concurrency = 1 for the context (`longest_context_expr`)."""
-    n_gpus = positive_int("n_gpus", n_gpus)
-    free = n_gpus * get_gpu(gpu).hbm_bytes - weight_bytes(model, weight_dtype)
-    return max(0, free // kv_bytes_per_token(model, kv_dtype))
+                    kv_dtype: str = "bf16", reserve: Reserve = NO_RESERVE) -> int:
+    """The longest request (tokens) whose KV fits in `lclib.kv_budget`: 0 if the weights (and
+    the reserve) alone overflow. Solves concurrency = 1 for the context (`longest_context_expr`)."""
+    free = kv_budget(model, gpu, n_gpus, weight_dtype, reserve)
+    tokens = max(0, free // kv_bytes_per_token(model, kv_dtype))
+    window = get_model(model).sliding_window
+    if window and tokens >= window:
+        raise ValueError(f"{get_model(model).name} keeps only a {window:,}-token window, which "
+                         "fits: any context does; ask max_concurrency for a length instead")
+    return tokens
 
 
 def longest_context_expr() -> sp.Expr:

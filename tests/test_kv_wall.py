@@ -53,18 +53,22 @@ def test_fu_kv_sizes_reproduce_in_gib(fu):
 
 
 def test_fu_concurrency(fu):
-    free_lclib = 80e9 - 2 * 34_388_917_248  # decimal HBM, exact parameter count
-    free_fu = 80e9 - 68e9
-    assert fu["concurrency at 4K"].lclib == free_lclib // (YI_KV_PER_TOKEN * 4_000) == 11
-    assert fu["concurrency at 50K"].lclib == 0  # strictly, one 50K request does not fit
+    free_lclib = 85_056_798_720 - 2 * 34_388_917_248  # the A100's reported total, exact params
+    free_fu = 80e9 - 68e9  # the datasheet's label and "68 GB"
+    assert fu["concurrency at 4K"].lclib == free_lclib // (YI_KV_PER_TOKEN * 4_000) == 16
+    assert fu["concurrency at 50K"].lclib == 1 == fu["concurrency at 50K"].reported
     assert fu["concurrency at 4K"].convention == pytest.approx(free_fu / (YI_KV_PER_TOKEN * 4e3))
-    assert round(fu["concurrency at 50K"].convention) == 1 == fu["concurrency at 50K"].reported
+    assert round(fu["concurrency at 50K"].convention) == 1  # 0.98 of one, rounded
     assert fu["concurrency at 4K"].convention < 13 < fu["concurrency at 4K"].reported  # not 20
+    assert fu["concurrency at 4K"].lclib < fu["concurrency at 4K"].reported  # nor with 85 GB
 
 
 def test_fu_prefill(fu):
-    assert round(fu["prefill at 4K"].convention, 2) == 0.89
-    assert fu["prefill at 4K"].convention == pytest.approx(2 * 34e9 * 4096 / 312e12)
+    # one convention per row: 4K = 4,000 tokens and attention as L*d*n^2, as at 50K
+    assert fu["prefill at 4K"].convention == pytest.approx(
+        (2 * 34e9 * 4_000 + 60 * 7168 * 4_000**2) / 312e12)
+    assert round(fu["prefill at 4K"].convention, 3) == 0.894 and round(
+        fu["prefill at 4K"].convention, 2) == 0.89
     assert fu["prefill at 50K"].convention == pytest.approx(
         (2 * 34e9 * 50_000 + 60 * 7168 * 50_000**2) / 312e12)
     assert fu["prefill at 50K"].convention == pytest.approx(14.1, rel=0.02)
@@ -84,10 +88,24 @@ def test_fu_decode(fu):
 def test_four_metrics_uses_the_cost_model():
     m = kv_wall.four_metrics(LLAMA, "h100-sxm", K128, decode_tokens=10, n_gpus=4, mfu=0.5)
     assert m.kv_bytes == 40 * GiB
-    assert m.concurrency == (320e9 - lclib.weight_bytes(LLAMA)) // (40 * GiB) == 4
+    # 4 x 81,559 MiB - 141.1 GB = 201.0 GB over 42.95 GB: 4.7 -> 4
+    assert m.concurrency == (4 * 81_559 * 2**20 - lclib.weight_bytes(LLAMA)) // (40 * GiB) == 4
     assert m.decode_s == pytest.approx((lclib.weight_bytes(LLAMA) + 40 * GiB) * 10 / 13.4e12)
     assert m.prefill_s == lclib.prefill_time(LLAMA, "h100-sxm", K128, n_gpus=4, mfu=0.5)
-    assert m.switch_s == 40 * GiB / 64e9
+    assert m.switch_s == 40 * GiB / 64e9 / 4  # each GPU sends its quarter over its own link
+
+
+def test_session_throughput():
+    # Yi-34B on one A100 at 4,000 tokens: 16 sessions; 16 prefills of 0.902 s, then 250 steps
+    # reading 68.78 GB + 16 x 0.983 GB at 2.039 TB/s
+    w, kv = 2 * 34_388_917_248, YI_KV_PER_TOKEN * 4_000
+    prefill = (2 * lclib.get_model(YI).n_params_nonembedding * 4_000 + 2 * 60 * 7168 * 4_000**2)
+    sessions = 16 / (16 * prefill / 312e12 + 250 * (w + 16 * kv) / 2.039e12)
+    assert kv_wall.session_throughput(YI, "a100-80gb", 4_000) == pytest.approx(sessions)
+    # at 50K one session at a time: about 18x fewer sessions per second
+    ratio = sessions / kv_wall.session_throughput(YI, "a100-80gb", 50_000)
+    assert 15 < ratio < 20
+    assert kv_wall.session_throughput(YI, "a100-80gb", 100_000) == 0.0  # 24.6 GB > 16.3 GB
 
 
 @pytest.mark.parametrize("call", [lambda: kv_wall.four_metrics(YI, "a100-80gb", 4000, 0),
@@ -116,10 +134,11 @@ def test_llama_70b_kv_and_the_seed_003_correction():
 def test_seed_002_numbers():
     kv = {d: lclib.kv_cache_bytes(LLAMA, K128, kv_dtype=d) / GB for d in ("bf16", "fp8", "int4")}
     assert [round(v, 1) for v in kv.values()] == [42.9, 21.5, 10.7]
-    assert 8 * kv["bf16"] > 4 * 80  # batch 8 at 128K outgrows 4 H100s' HBM on KV alone
+    four = 4 * 81_559 * 2**20  # four H100s as the devices report them: 342.1 GB
+    assert 8 * kv["bf16"] > four / GB  # batch 8 at 128K outgrows 4 H100s' HBM on KV alone
     int4 = 70_553_706_496 / 2  # Llama-3.3-70B parameters at 4 bits
-    for dtype, users in (("bf16", 6), ("fp8", 13)):
-        expected = int((320e9 - int4) // lclib.kv_cache_bytes(LLAMA, K128, kv_dtype=dtype))
+    for dtype, users in (("bf16", 7), ("fp8", 14)):  # the datasheet's 320 GB gave 6 and 13
+        expected = int((four - int4) // lclib.kv_cache_bytes(LLAMA, K128, kv_dtype=dtype))
         assert expected == users == lclib.max_concurrency(
             LLAMA, "h100-sxm", K128, n_gpus=4, weight_dtype="int4", kv_dtype=dtype)
     tpot = {s: lclib.decode_step_time(LLAMA, "h200", s, weight_dtype="int4")
@@ -138,8 +157,16 @@ LONGEST = sp.lambdify([D.n_gpu, D.HBM, D.W, D.L, D.H_kv, D.d_h, D.b],
                       kv_wall.longest_context_expr())
 
 
+FULL_ATTENTION = st.sampled_from(sorted(n for n, m in lclib.MODELS.items() if not m.sliding_window))
+
+
+def test_a_fitting_window_has_no_longest_context():
+    with pytest.raises(ValueError, match="window"):
+        kv_wall.longest_context("mistral-7b", "h100-sxm")
+
+
 @settings(max_examples=40)
-@given(model=MODELS, gpu=st.sampled_from(sorted(lclib.GPUS)), n=st.integers(1, 16),
+@given(model=FULL_ATTENTION, gpu=st.sampled_from(sorted(lclib.GPUS)), n=st.integers(1, 16),
        weights=DTYPES, kv=DTYPES)
 def test_longest_context_is_where_one_request_stops_fitting(model, gpu, n, weights, kv):
     longest = kv_wall.longest_context(model, gpu, n, weights, kv)
@@ -154,7 +181,7 @@ def test_longest_context_is_where_one_request_stops_fitting(model, gpu, n, weigh
 
 
 @settings(max_examples=30)
-@given(model=MODELS, weights=DTYPES, kv=DTYPES, batch=st.integers(1, 64))
+@given(model=FULL_ATTENTION, weights=DTYPES, kv=DTYPES, batch=st.integers(1, 64))
 def test_kv_reads_equal_weight_reads_at_the_crossover(model, weights, kv, batch):
     tokens = kv_wall.kv_equals_weights_tokens(model, weights, kv)
     m = lclib.get_model(model)
