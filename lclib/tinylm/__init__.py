@@ -6,10 +6,12 @@
     next_logits = model.decode(next_token, cache)
     tinylm.evaluate(model, "single_needle", lengths=(256, 512, 1024))
     tinylm.evaluate(tinylm.CachedKV(model, "e4m3-head"))   # through an FP8 cache
+    tinylm.export_hf(model, "tinylm-hf")      # a Llama folder for transformers and vLLM
 
 Train a new one with ``python -m lclib.tinylm train`` (minutes on a CPU).
 """
 
+from .export import export_hf
 from .kv_codecs import (
     KV_CODECS,
     CachedKV,
@@ -25,6 +27,6 @@ from .training import CHECKPOINT, CONFIG, load, save, train
 
 __all__ = [
     "CHECKPOINT", "CONFIG", "KV_CODECS", "TASKS", "Accuracy", "CachedKV", "KVCache", "KVCodec",
-    "Sample", "TinyLM", "evaluate", "get_kv_codec", "get_task", "kv_codec", "load",
+    "Sample", "TinyLM", "evaluate", "export_hf", "get_kv_codec", "get_task", "kv_codec", "load",
     "register_kv_codec", "save", "train", "with_outlier_head",
 ]
