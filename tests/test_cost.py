@@ -19,12 +19,12 @@ kv_dtypes = st.sampled_from(["fp32", "bf16", "fp8", "int4"])
 
 # --- reproductions of published numbers -------------------------------------------------
 def test_llama_kv_per_token_is_320_kib():
-    # DESIGN.md section 6: "320 KB/token" is 320 KiB = 327,680 bytes (2*80*8*128*2)
+    # Llama-3.3-70B config.json: 2*80*8*128*2 = 327,680 bytes = 320 KiB (the seeds' "320 KB")
     assert lclib.kv_bytes_per_token(LLAMA) == 327_680 == 320 * lclib.KiB
 
 
 def test_llama_kv_at_128k_is_42_9_gb():
-    # seed 002 and REFERENCES.md: ~42 GB per 128K request (42.9 GB; 40 GiB)
+    # the Hopper lecture: ~42 GB per 128K request (42.9 GB; 40 GiB)
     assert lclib.kv_cache_bytes(LLAMA, 131_072) / GB == pytest.approx(42.9, abs=0.05)
     assert lclib.kv_cache_bytes(LLAMA, 131_072) == 40 * GiB
     # seed 000's "41.9 GB" is a 128,000-token request (chapter 5 says so)
@@ -46,14 +46,14 @@ def test_yao_fu_kv_sizes_reproduce_in_gib(tokens, gib):
 
 
 def test_llama_parameter_count():
-    # 70.55B total, 68.45B non-embedding (REFERENCES.md)
+    # counted from Llama-3.3-70B's config.json: 70.55B total, 68.45B non-embedding
     m = lclib.get_model(LLAMA)
     assert m.n_params / 1e9 == pytest.approx(70.55, abs=0.005)
     assert m.n_params_nonembedding / 1e9 == pytest.approx(68.45, abs=0.005)
 
 
 def test_llama_causal_crossover_near_105k():
-    # REFERENCES.md: 104-108K causal (seed 000's 16-24K is wrong), 52-54K without the mask
+    # from config.json: 104-108K causal (the case study's 16-24K is wrong), 52-54K without the mask
     assert lclib.crossover_seq_len(LLAMA) == pytest.approx(105_000, rel=0.02)
     assert lclib.crossover_seq_len(LLAMA, causal=False) == pytest.approx(53_000, rel=0.02)
 
@@ -82,7 +82,7 @@ def test_seed_000_linear_prefill_at_128k_is_45_s():
 
 
 def test_kv_reads_equal_weight_reads_near_430k_tokens():
-    # REFERENCES.md: bf16 Llama-70B decode reads as much KV as weights at context*batch ~ 430K
+    # config.json: bf16 Llama-70B decode reads as much KV as weights at context*batch ~ 430K
     tokens = lclib.weight_bytes(LLAMA) / lclib.kv_bytes_per_token(LLAMA)
     assert tokens == pytest.approx(430_000, rel=0.01)
 

@@ -123,7 +123,7 @@ def test_initial_readouts_are_rendered_in_python(tw: Explorer, tw_html: str) -> 
                   "kv_dtype": "bf16"}
     kv = lclib.kv_cache_bytes("llama-3.3-70b", 2**17)
     assert f'data-key="kv_bytes">{kv / lclib.GB:.2f} GB = {kv / lclib.GiB:.2f} GiB<' in tw_html
-    assert "42.95 GB = 40.00 GiB" in tw_html  # DESIGN 6: ~42.9 GB at 128K for a 70B
+    assert "42.95 GB = 40.00 GiB" in tw_html  # Llama-3.3-70B config.json: 327,680 B/token
 
 
 def test_every_grid_corner_is_finite(built: tuple) -> None:

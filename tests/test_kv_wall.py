@@ -32,10 +32,10 @@ from lclib.tinylm import CONFIG, TinyLM
 
 LLAMA, YI = lclib.get_model("llama-3.3-70b"), lclib.get_model("yi-34b")
 K128 = 128 * 1024
-YI_KV_PER_TOKEN = 2 * 60 * 8 * 128 * 2  # REFERENCES.md: 245,760 bytes
+YI_KV_PER_TOKEN = 2 * 60 * 8 * 128 * 2  # Yi-34B config.json: 60 layers, 8 KV heads
 
 
-# --- Yao Fu's four metrics (REFERENCES.md) ---------------------------------------------------
+# --- Yao Fu's four metrics (Fu 2024, arXiv 2405.08944) ------------------------------------------
 
 @pytest.fixture(scope="module")
 def fu() -> dict[str, kv_wall.FuRow]:
@@ -118,7 +118,7 @@ def test_bad_input_says_what_to_pass(call):
         call()
 
 
-# --- DESIGN.md section 6 and seed 002/003 numbers ----------------------------------------------
+# --- the Hopper lecture's and the course module's numbers ---------------------------------------
 
 def test_llama_70b_kv_and_the_seed_003_correction():
     assert lclib.kv_bytes_per_token(LLAMA) == 320 * KiB == 327_680

@@ -95,7 +95,7 @@ def stock_matches_transformers(name):
 
 def test_qwen25_72b_yarn_factor_4():
     ours = stock_matches_transformers("qwen2.5-72b")
-    assert round(ours[1], 4) == 1.1386  # REFERENCES.md: 1 + 0.1 ln 4
+    assert round(ours[1], 4) == 1.1386  # YaRN (arXiv 2309.00071): 1 + 0.1 ln 4
     assert ours[1] == pytest.approx(1 + 0.1 * math.log(4), rel=1e-15)
 
 

@@ -8,7 +8,7 @@ from ..explorer import Explorer, Line, Readout, Slider
 from ..rope import correction_range, inv_freq, ntk_base, per_dimension
 from ..units import fmt_tokens
 
-HEAD_DIM, THETA = 128, 1_000_000.0  # Qwen2.5-72B's RoPE geometry (REFERENCES.md)
+HEAD_DIM, THETA = 128, 1_000_000.0  # Qwen2.5-72B's config.json
 FACTORS = (2.0, 4.0, 8.0, 16.0, 32.0)
 BETA_FAST, BETA_SLOW = (8.0, 16.0, 32.0, 64.0), (0.5, 1.0, 2.0)
 ORIGINALS = (4096, 8192, 32768, 131072)
