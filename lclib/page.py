@@ -33,8 +33,11 @@ def glue(name: str, value: Any, fmt: str = "") -> str:
     return text
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
-    """A Markdown table (IPython `Markdown`) with `header` and one line per row; cells via str."""
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "") -> Any:
+    """A Markdown table (IPython `Markdown`) with `header` and one line per row; cells via str.
+
+    A `caption` (Markdown) goes above the table.
+    """
     from IPython.display import Markdown
 
     if not header:
@@ -47,7 +50,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
     def line(cells: Sequence[Any]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
-    return Markdown("\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)]))
+    lines = [line(header), "|" + "---|" * len(header), *map(line, rows)]
+    return Markdown("\n".join([caption, ""] * bool(caption) + lines))
 
 
 def _arithmetic(expr: str) -> float | None:

@@ -56,6 +56,7 @@ def test_table_from_rows():
     md = page.table(["model", "KV per token"], [["llama", "320 KiB"], ["a|b", 2]]).data
     assert md.splitlines() == ["| model | KV per token |", "|---|---|", "| llama | 320 KiB |",
                                "| a\\|b | 2 |"]
+    assert page.table(["a"], [[1]], caption="Per GPU:").data == "Per GPU:\n\n| a |\n|---|\n| 1 |"
     with pytest.raises(ValueError, match="row 1 has 1 cells"):
         page.table(["a", "b"], [[1, 2], [3]])
     with pytest.raises(ValueError, match="header"):
