@@ -19,7 +19,7 @@ CHROMIUM ?= /usr/bin/chromium
 JB      := $(VENV)/bin/jupyter-book build . --path-output . -q
 SUBMISSIONS ?= submissions
 
-.PHONY: help setup book book-strict test lint pytest lab exercises grade clean
+.PHONY: help setup book book-strict test lint pytest pytest-browser lab exercises grade clean
 
 help:
 	@echo "make book        build the course site (executes every chapter; cached)"
@@ -44,7 +44,8 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver
 
 # Executed pages are cached by their own source; a change to lclib must re-execute them too.
-LCLIB_HASH = $(shell find lclib -type f \( -name '*.py' -o -name '*.pt' -o -name '*.json' \) \
+LCLIB_HASH = $(shell find lclib -type f \( -name '*.py' -o -name '*.pt' -o -name '*.json' \
+                -o -name '*.js' -o -name '*.css' \) \
                 | sort | xargs cat | sha1sum | cut -c1-16)
 define fresh_cache
 	@mkdir -p _build
@@ -60,13 +61,18 @@ book: $(STAMP)
 
 book-strict: $(STAMP)
 	$(fresh_cache)
-	$(JB) -W -n --keep-going
+	@# on failure, print each failing notebook's traceback (the reports are not uploaded)
+	$(JB) -W -n --keep-going || { find _build/html/reports -name '*.log' 2>/dev/null | \
+	  while read -r f; do echo "=== $$f"; tail -n 60 "$$f"; done; exit 1; }
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-pytest: setup
+pytest: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not browser"
+	$(MAKE) --no-print-directory pytest-browser
+
+pytest-browser: $(STAMP) $(CHROMIUM)  # only the browser tests need Chromium
 	$(PY) -m pytest -m browser  # alone, so that page-load timings see a quiet machine
 
 test: lint book-strict pytest
