@@ -4,7 +4,8 @@ A deployment runs tensor parallelism of degree `tp` (weights and heads split) ti
 parallelism of degree `cp` (the sequence split); it has tp * cp GPUs. Ring attention
 (Liu et al. 2023) passes each rank's K/V block to the next rank while attending to the block
 it holds; a step's communication hides behind its compute when the block is long enough:
-c >= F/B tokens for MHA in bf16 without a mask (F peak FLOP/s, B link bytes/s one way).
+c >= P/BW_link tokens for MHA in bf16 without a mask (P peak FLOP/s, BW_link the link's bytes/s
+one way).
 The all-gather alternative (the Llama 3 report's context parallelism) gathers a layer's whole
 K/V on every rank before attention instead. Torch-free; sizes in bytes, times in seconds.
 """
@@ -16,16 +17,20 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .cost import (
+    NO_RESERVE,
     GPULike,
     ModelLike,
+    Reserve,
     attention_pairs,
+    kv_budget,
     kv_bytes_per_token,
+    kv_cache_bytes,
     prefill_flops,
     weight_bytes,
 )
 from .hardware import get_gpu
 from .models import get_model
-from .units import positive_float, positive_int
+from .units import bytes_for, positive_float, positive_int
 
 
 @dataclass(frozen=True)
@@ -73,19 +78,20 @@ def per_gpu_memory(model: ModelLike, seq_len: int, tp: int = 1, cp: int = 1,
     """Bytes on each GPU for one request: weights / tp and KV / (min(tp, H_kv) * cp)."""
     tp, cp = _degrees(model, tp, cp)
     weights = weight_bytes(model, weight_dtype) / tp
-    kv = kv_bytes_per_token(model, kv_dtype) * positive_int("seq_len", seq_len)
-    kv /= kv_split(model, tp) * cp
+    kv = kv_cache_bytes(model, seq_len, kv_dtype=kv_dtype) / (kv_split(model, tp) * cp)
     return {"weights": weights, "kv": kv, "total": weights + kv}
 
 
 def min_cp(model: ModelLike, gpu: GPULike, seq_len: int, tp: int = 8,
-           weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> int | None:
-    """Smallest power-of-two CP degree whose per-GPU memory fits; None if weights alone don't."""
-    hbm = get_gpu(gpu).hbm_bytes
-    if per_gpu_memory(model, 1, tp, 1, weight_dtype, kv_dtype)["weights"] >= hbm:
+           weight_dtype: str = "bf16", kv_dtype: str = "bf16",
+           reserve: Reserve = NO_RESERVE) -> int | None:
+    """Smallest power-of-two CP degree whose per-GPU KV fits that GPU's share of
+    `lclib.kv_budget` (one TP group); None if the weights and the reserve alone overflow."""
+    free = kv_budget(model, gpu, tp, weight_dtype, reserve) / tp
+    if free <= 0:
         return None
     cp = 1
-    while per_gpu_memory(model, seq_len, tp, cp, weight_dtype, kv_dtype)["total"] > hbm:
+    while per_gpu_memory(model, seq_len, tp, cp, weight_dtype, kv_dtype)["kv"] > free:
         cp *= 2
     return cp
 
@@ -113,7 +119,7 @@ def overlap_threshold(model: ModelLike, gpu: GPULike, link: str = "nvlink",
     """Tokens per rank c* above which a ring step's compute hides its K/V transfer.
 
     Compute grows as c^2, the block as c, so c* = comm(c) / compute(c) * c at any c.
-    Liu et al.'s c >= F/B is the MHA, bf16, unmasked, mfu = 1 case.
+    Liu et al.'s c >= P/BW_link (their F/B) is the MHA, bf16, unmasked, mfu = 1 case.
     """
     step = ring_step(model, gpu, 2**20, 1, 1, link, kv_dtype, causal, mfu, dtype)
     return 2**20 * step["comm"] / step["compute"]
@@ -154,21 +160,73 @@ def _fraction(mfu: float) -> float:
 
 # --- sympy ---------------------------------------------------------------------------------
 
-c, H, H_kv, d_h, b, F, B, f = sp.symbols("c H H_kv d_h b F B f", positive=True)
+c, H, H_kv, d_h, b, P, f = sp.symbols("c H H_kv d_h b P f", positive=True)  # P: FLOP/s
+BW_link = sp.Symbol("BW_{link}", positive=True)  # link bytes/s, one way
 
 
-def step_compute_time() -> sp.Expr:
+def derive_step_compute_time() -> sp.Expr:
     """One ring step: c queries against a c-token block, a fraction f unmasked (1/2 causal)."""
-    return 4 * H * d_h * c**2 * f / F
+    return 4 * H * d_h * c**2 * f / P
 
 
-def step_comm_time() -> sp.Expr:
+def derive_step_comm_time() -> sp.Expr:
     """Sending one K/V block of c tokens: 2 tensors of H_kv * d_h values, b bytes each."""
-    return 2 * H_kv * d_h * b * c / B
+    return 2 * H_kv * d_h * b * c / BW_link
 
 
 def derive_overlap_threshold() -> sp.Expr:
     """The block length c* at which compute and communication of a step take equally long."""
-    (root,) = sp.solve(sp.Eq(step_compute_time(), step_comm_time()), c)
+    (root,) = sp.solve(sp.Eq(derive_step_compute_time(), derive_step_comm_time()), c)
     return sp.simplify(root)
 
+
+
+# --- load balance, other layouts, serving -------------------------------------------------------
+
+def ring_wall_clock(cp: int, layout: str = "zigzag") -> float:
+    """Causal ring attention's wall-clock in units of one full block (S/cp queries x S/cp keys).
+
+    Ring steps are synchronized: each lasts as long as its busiest rank. Contiguous: a
+    half-masked diagonal block, then a full block on some rank at every later step, N - 1/2.
+    Zigzag: every rank does half a block's work at every step, N/2. Their ratio is (2N-1)/N,
+    not the 2N-1 of the busiest over the idlest rank's total work.
+    """
+    cp = positive_int("cp", cp)
+    if layout not in ("contiguous", "zigzag"):
+        raise ValueError(f"unknown layout {layout!r}; pass 'contiguous' or 'zigzag'")
+    return cp / 2 if layout == "zigzag" or cp == 1 else cp - 0.5
+
+
+def ulysses_max_degree(model: ModelLike, tp: int = 1) -> int:
+    """Largest Ulysses (all-to-all over heads) degree on top of TP without replicating K/V heads.
+
+    Ulysses turns a sequence shard into a head shard, so each rank needs whole K/V heads: the
+    degree divides the K/V heads a TP rank holds. Llama-3.3-70B at TP = 8 holds one: 1.
+    """
+    tp, _ = _degrees(model, tp, 1)
+    per_rank = max(1, get_model(model).n_kv_heads // kv_split(model, tp))
+    return per_rank
+
+
+def pass_kv_vs_pass_q(model: ModelLike, new_tokens: int, cached_tokens: int = 0,
+                      kv_dtype: str = "bf16", act_dtype: str = "bf16") -> dict[str, float]:
+    """Bytes one layer's ring moves (all ranks' blocks, before the (N-1)/N each rank receives):
+    pass-KV sends every K/V block, new and cached tokens; pass-Q sends the new tokens' queries
+    and brings their partial outputs and log-sum-exps back (Meta's two variants, arXiv
+    2411.01783). The fewer the new tokens against the cache, the more pass-Q saves."""
+    m = get_model(model)
+    new = positive_int("new_tokens", new_tokens)
+    if not isinstance(cached_tokens, int) or cached_tokens < 0:
+        raise ValueError(f"cached_tokens must be an int >= 0, got {cached_tokens!r}")
+    kv = bytes_for(2 * m.kv_dim * (new + cached_tokens), kv_dtype)
+    q = bytes_for(2 * m.q_dim * new, act_dtype) + bytes_for(m.n_heads * new, "fp32")
+    return {"pass_kv": kv, "pass_q": q}
+
+
+def kv_transfer_time(model: ModelLike, gpu: GPULike, seq_len: int, n_gpus: int = 8,
+                     link: str = "infiniband", kv_dtype: str = "bf16") -> float:
+    """Seconds to move one request's KV from a prefill node to a decode node (disaggregated
+    serving), each of `n_gpus` GPUs sending its shard over its own `link`."""
+    n_gpus = positive_int("n_gpus", n_gpus)
+    kv = kv_bytes_per_token(model, kv_dtype) * positive_int("seq_len", seq_len)
+    return kv / (n_gpus * link_bandwidth(link, gpu))

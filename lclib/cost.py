@@ -192,6 +192,14 @@ def prefill_time(model: ModelLike, gpu: GPULike, seq_len: int, n_gpus: int = 1,
     return prefill_flops(model, seq_len, causal).total / rate
 
 
+def implied_mfu(model: ModelLike, gpu: GPULike, seq_len: int, seconds: float, n_gpus: int = 1,
+                dtype: str = "bf16", causal: bool = True) -> float:
+    """The MFU at which lclib's prefill FLOPs take `seconds`: a published time read back as a
+    fraction of `n_gpus` GPUs' dense peak (the inverse of `prefill_time`)."""
+    rate = positive_int("n_gpus", n_gpus) * get_gpu(gpu).peak_flops(dtype)
+    return prefill_flops(model, seq_len, causal).total / (positive_float("seconds", seconds) * rate)
+
+
 def decode_step_time(model: ModelLike, gpu: GPULike, context_len: int, batch: int = 1,
                      n_gpus: int = 1, weight_dtype: str = "bf16", kv_dtype: str = "bf16") -> float:
     """Seconds for one memory-bound decode step: weights + batch*KV read over HBM bandwidth."""

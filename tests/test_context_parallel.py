@@ -47,9 +47,9 @@ def test_sympy_threshold_matches_numeric(model, gpu, link, kv_dtype, causal, mfu
     m = lclib.get_model(model)
     c = context_parallel
     expr = c.derive_overlap_threshold()
-    value = float(expr.subs({c.F: lclib.get_gpu(gpu).peak_flops() * mfu, c.H: m.n_heads,
+    value = float(expr.subs({c.P: lclib.get_gpu(gpu).peak_flops() * mfu, c.H: m.n_heads,
                              c.H_kv: m.n_kv_heads, c.b: lclib.dtype_bits(kv_dtype) / 8,
-                             c.B: c.link_bandwidth(link, gpu), c.f: 0.5 if causal else 1}))
+                             c.BW_link: c.link_bandwidth(link, gpu), c.f: 0.5 if causal else 1}))
     assert value == pytest.approx(c.overlap_threshold(model, gpu, link, kv_dtype, causal, mfu))
 
 
@@ -136,3 +136,78 @@ def test_explorer_corners_are_finite_and_match_the_model():
     assert out["hides"].startswith("yes") == (out["tokens_per_rank"] >= out["threshold"])
     html = ex.to_html()
     assert len(html.encode()) < 300_000 and html.count("<select") == 3
+
+
+# --- load balance, Ulysses, pass-KV vs pass-Q, disaggregation, Meta's 1M prefill --------------
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 16])
+def test_ring_wall_clock_matches_the_per_step_work(n):
+    # synchronized steps: each lasts as long as its busiest rank (lclib.ring counts the FLOPs)
+    from lclib.ring import block_flops
+
+    for layout in ("contiguous", "zigzag"):
+        steps = block_flops(64 * n, n, layout, True, n_heads=1, head_dim=8)
+        full = block_flops(64 * n, n, "contiguous", False, n_heads=1, head_dim=8)[0][0]
+        wall = sum(max(rank[s] for rank in steps) for s in range(n)) / full
+        assert context_parallel.ring_wall_clock(n, layout) == pytest.approx(wall)
+
+
+def test_contiguous_is_about_twice_zigzag_in_wall_clock_not_2n_minus_1():
+    # the page's 4-rank table: 3.5 / 2 = 1.75; 8 ranks: 7.5 / 4 = 1.875 = (2N-1)/N, not 15
+    assert context_parallel.ring_wall_clock(4, "contiguous") / context_parallel.ring_wall_clock(4) == 1.75
+    assert context_parallel.ring_wall_clock(8, "contiguous") / context_parallel.ring_wall_clock(8) == 15 / 8
+    # ring-flash-attention's README, 8xH800 forward: ring 52.1% vs zigzag 85.2% of ideal = 1.64x
+    assert 85.2 / 52.1 < 15 / 8
+    with pytest.raises(ValueError, match="layout"):
+        context_parallel.ring_wall_clock(4, "striped")
+
+
+def test_ulysses_cannot_split_eight_kv_heads_further_at_tp8():
+    assert context_parallel.ulysses_max_degree(LLAMA, tp=8) == 1  # one K/V head per TP rank
+    assert context_parallel.ulysses_max_degree(LLAMA, tp=2) == 4
+    assert context_parallel.ulysses_max_degree(LLAMA, tp=1) == 8
+
+
+def test_pass_q_moves_less_for_decode_and_pass_kv_for_a_fresh_prefill():
+    # per layer, bf16: K/V 2*1024 B per token; Q + O 2*8192*2 B and LSE 64*4 B per new token
+    fresh = context_parallel.pass_kv_vs_pass_q(LLAMA, 131_072)
+    assert fresh == {"pass_kv": 4096 * 131_072, "pass_q": (32_768 + 256) * 131_072}
+    assert fresh["pass_kv"] < fresh["pass_q"]
+    decode = context_parallel.pass_kv_vs_pass_q(LLAMA, 1, cached_tokens=2**20)
+    assert decode["pass_q"] * 1000 < decode["pass_kv"]
+    # a question of 1,024 tokens over a cached 128K document: pass-Q still moves less
+    q = context_parallel.pass_kv_vs_pass_q(LLAMA, 1024, cached_tokens=131_072)
+    assert q["pass_q"] < q["pass_kv"]
+
+
+def test_disaggregated_kv_transfer():
+    # 1M tokens of bf16 KV = 343.6 GB, over 8 InfiniBand NDR ports of 50 GB/s: 0.86 s
+    t = context_parallel.kv_transfer_time(LLAMA, "h100-sxm", 2**20, n_gpus=8)
+    assert t == pytest.approx(327_680 * 2**20 / (8 * 50e9))
+    assert context_parallel.kv_transfer_time(LLAMA, "h100-sxm", 2**20, kv_dtype="fp8") == pytest.approx(t / 2)
+
+
+def test_meta_405b_million_token_prefill_in_77_s():
+    # Meta (arXiv 2411.01783): 1M tokens of Llama-3-405B on 128 H100s in 77 s. lclib's FLOPs:
+    # 2 x 401.65e9 x 2^20 + 4 x 126 x 16384 x 2^40 / 2 = 5.38e18; at 128 x 989.4 TFLOP/s that is
+    # 42.5 s at peak, so 77 s is an MFU of 0.55 (Meta reports 63% "FLOPS utilization")
+    flops = 2 * 401_650_696_192 * 2**20 + 4 * 126 * 16384 * 2**40 / 2
+    assert lclib.prefill_flops("llama-3.1-405b", 2**20).total == pytest.approx(flops)
+    mfu = lclib.cost.implied_mfu("llama-3.1-405b", "h100-sxm", 2**20, 77, n_gpus=128)
+    assert mfu == pytest.approx(flops / (77 * 128 * 989.4e12)) and round(mfu, 2) == 0.55
+    # CP = 16 nodes x TP = 8: 65,536 tokens per rank, far past the InfiniBand overlap threshold
+    assert 2**20 / 16 > 10 * context_parallel.overlap_threshold("llama-3.1-405b", "h100-sxm", "infiniband")
+    ring = context_parallel.ring_prefill_time("llama-3.1-405b", "h100-sxm", 2**20, tp=8, cp=16,
+                               link="infiniband", mfu=mfu)
+    assert ring == pytest.approx(77, rel=0.01)  # communication hides: the ring adds nothing
+
+
+def test_one_shot_1m_prefill_needs_cp_even_at_tp8():
+    # TP = 8: 17.6 GB of weights + 42.9 GB of KV = 60.6 GB per GPU fits 85.5 GB chunked, but a
+    # one-shot prefill adds 17.2 GB of residual stream and 22.5 GB of MLP intermediates
+    assert context_parallel.min_cp(LLAMA, "h100-sxm", 2**20, tp=8) == 1
+    one_shot = lclib.Reserve(prefill_chunk=2**20)
+    per_gpu = 141.1e9 / 8 + 343.6e9 / 8 + lclib.activation_bytes(LLAMA, 2**20, 8)
+    assert per_gpu > lclib.get_gpu("h100-sxm").hbm_bytes
+    assert context_parallel.min_cp(LLAMA, "h100-sxm", 2**20, tp=8, reserve=one_shot) == 2
+    assert context_parallel.min_cp(LLAMA, "h100-sxm", 2**20, tp=8, reserve=lclib.VLLM_RESERVE) == 1
