@@ -143,6 +143,17 @@ def _first(config: dict[str, Any], *keys: str, default: Any = None) -> Any:
     return default
 
 
+def _rope_fields(c: dict[str, Any]) -> dict[str, Any]:
+    """RoPE base and scaling from a config of either era: transformers < 5 writes `rope_theta`
+    and `rope_scaling` at the top; transformers 5 writes both into `rope_parameters`."""
+    params = c.get("rope_parameters") or {}
+    theta = params.get("rope_theta", c.get("rope_theta", 10_000.0))
+    scaling = c.get("rope_scaling")
+    if scaling is None and params.get("rope_type", "default") != "default":
+        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
+    return {"rope_theta": float(theta), "rope_scaling": scaling}
+
+
 def _hf_fields(c: dict[str, Any]) -> dict[str, Any]:
     model_type = str(c.get("model_type", "")).lower()
     plain = model_type in _PLAIN_MLP_TYPES
@@ -163,8 +174,7 @@ def _hf_fields(c: dict[str, Any]) -> dict[str, Any]:
         bias=bias,
         tie_embeddings=bool(c.get("tie_word_embeddings", model_type != "gpt_neox")),
         learned_positions=c.get("n_positions", 0) if model_type == "gpt2" else 0,
-        rope_theta=float(c.get("rope_theta", 10_000.0)),
-        rope_scaling=c.get("rope_scaling"),
+        **_rope_fields(c),
         max_position_embeddings=_first(c, "max_position_embeddings", "n_positions", default=4096),
         sliding_window=c.get("sliding_window") if c.get("use_sliding_window", True) else None,
     )

@@ -47,6 +47,22 @@ def test_from_hf_config_dict_and_path(tmp_path):
         assert m.rope_scaling["rope_type"] == "llama3"
 
 
+def test_transformers5_rope_parameters():
+    # transformers 5 moves rope_theta and rope_scaling into `rope_parameters`; SmolLM2-135M's
+    # config (HuggingFaceTB/SmolLM2-135M-Instruct config.json: theta 100,000) as it writes it.
+    smol = {"model_type": "llama", "hidden_size": 576, "num_hidden_layers": 30,
+            "num_attention_heads": 9, "num_key_value_heads": 3, "intermediate_size": 1536,
+            "vocab_size": 49152, "head_dim": 64, "tie_word_embeddings": True,
+            "max_position_embeddings": 8192,
+            "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}}
+    m = ModelConfig.from_hf_config(smol)
+    assert (m.rope_theta, m.rope_scaling) == (100_000.0, None)
+    assert lclib.kv_bytes_per_token(m) == 2 * 30 * 3 * 64 * 2
+    yarn = {**smol, "rope_parameters": {"rope_theta": 1e6, "rope_type": "yarn", "factor": 4.0}}
+    assert ModelConfig.from_hf_config(yarn).rope_scaling == {"rope_type": "yarn", "factor": 4.0}
+    assert ModelConfig.from_hf_config(yarn).rope_theta == 1e6
+
+
 def test_gpt2_plain_mlp_layernorm_biases_tied():
     gpt2 = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12,
             "vocab_size": 50257, "n_positions": 1024}
