@@ -10,7 +10,7 @@ work evenly over GPUs, so this unit does not depend on how many GPUs share a req
 not a latency: time to first token (TTFT) is seconds on the GPUs serving the request, and it
 excludes the answer's decode. `ttft` gives it; amortizing never shortens the first query's.
 Every time comes from `lclib.cost` (`prefill_time`, `decode_step_time`, `context_switch_time`);
-`symbolic()` gives the sympy twins, in the symbols of the notation appendix.
+`derive_amortization()` gives the sympy twins, in the symbols of the notation appendix.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def kv_tiers(model: ModelLike, gpu: GPULike, doc_tokens: int, question_tokens: i
             Tier("recompute", prefill / positive_int("n_gpus", n_gpus) + question, prefill, 0)]
 
 
-def symbolic() -> dict[str, sp.Expr]:
+def derive_amortization() -> dict[str, sp.Expr]:
     """The sympy twins: per-query cost, the break-even q (unrounded), the keep-warm gap."""
     cost = C_pre / q + C_m
     (q_star,) = sp.solve(sp.Eq(cost, C_max), q)

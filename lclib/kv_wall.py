@@ -182,7 +182,8 @@ def fu_table() -> list[FuRow]:
 def longest_context(model: ModelLike, gpu: GPULike, n_gpus: int = 1, weight_dtype: str = "bf16",
                     kv_dtype: str = "bf16", reserve: Reserve = NO_RESERVE) -> int:
     """The longest request (tokens) whose KV fits in `lclib.kv_budget`: 0 if the weights (and
-    the reserve) alone overflow. Solves concurrency = 1 for the context (`longest_context_expr`)."""
+    the reserve) alone overflow. Solves concurrency = 1 for the context
+    (`derive_longest_context`)."""
     free = kv_budget(model, gpu, n_gpus, weight_dtype, reserve)
     tokens = max(0, free // kv_bytes_per_token(model, kv_dtype))
     window = get_model(model).sliding_window
@@ -192,7 +193,7 @@ def longest_context(model: ModelLike, gpu: GPULike, n_gpus: int = 1, weight_dtyp
     return tokens
 
 
-def longest_context_expr() -> sp.Expr:
+def derive_longest_context() -> sp.Expr:
     """sympy: the S at which free HBM holds exactly one request, (n*HBM - W) / (2*L*H_kv*d_h*b)."""
     (root,) = sp.solve(sp.Eq(D.concurrency(), 1), D.S)
     return root
@@ -205,6 +206,6 @@ def kv_equals_weights_tokens(model: ModelLike, weight_dtype: str = "bf16",
     return weight_bytes(model, weight_dtype) / kv_bytes_per_token(model, kv_dtype)
 
 
-def kv_share_of_step_expr() -> sp.Expr:
+def derive_kv_share_of_step() -> sp.Expr:
     """sympy: the KV reads' share of a memory-bound decode step, S*B*kv / (W + S*B*kv)."""
     return sp.simplify(D.kv_cache_bytes() / (D.W + D.kv_cache_bytes()))

@@ -332,7 +332,7 @@ def transformers_451_scaling(rope_scaling: dict[str, Any],
 # --- RoPE in sympy ---------------------------------------------------------------------------
 
 
-def relative_position_proof() -> dict[str, sp.Expr]:
+def derive_relative_position() -> dict[str, sp.Expr]:
     """One rotated pair in sympy: (R(mθ)q)·(R(nθ)k) equals (R((m−n)θ)q)·k, a function of the
     offset m − n alone. Returns the two expressions and their simplified difference (0)."""
     q1, q2, k1, k2, m, n, theta = sp.symbols("q_1 q_2 k_1 k_2 m n theta", real=True)

@@ -51,7 +51,7 @@ def test_incremental_prefill_adds_up(cached, new):
 
 @given(pos, pos, st.integers(1, 10_000))
 def test_per_query_matches_sympy(prefill, marginal, q):
-    f = sp.lambdify((A.C_pre, A.q, A.C_m), A.symbolic()["per_query"])
+    f = sp.lambdify((A.C_pre, A.q, A.C_m), A.derive_amortization()["per_query"])
     assert A.per_query_cost(prefill, q, marginal) == pytest.approx(f(prefill, q, marginal))
 
 
@@ -62,13 +62,13 @@ def test_break_even_is_the_first_q_within_budget(prefill, marginal, extra):
     assert A.per_query_cost(prefill, q, marginal) <= budget * (1 + 1e-9)
     if q > 1:
         assert A.per_query_cost(prefill, q - 1, marginal) > budget
-    exact = sp.lambdify((A.C_pre, A.C_m, A.C_max), A.symbolic()["break_even"])(prefill, marginal,
-                                                                           budget)
+    break_even = A.derive_amortization()["break_even"]
+    exact = sp.lambdify((A.C_pre, A.C_m, A.C_max), break_even)(prefill, marginal, budget)
     assert q == max(1, math.ceil(exact - 1e-9))
 
 
 def test_keep_warm_gap_matches_sympy_and_fp8_doubles_it():
-    expr = A.symbolic()["keep_warm_gap"]
+    expr = A.derive_amortization()["keep_warm_gap"]
     p = lclib.prefill_time(LLAMA, H100, 131_072)
     hbm = lclib.get_gpu(H100).hbm_bytes
     value = expr.subs({A.C_pre: p, A.M_hbm: hbm, A.M_kv: lclib.kv_cache_bytes(LLAMA, 131_072)})
@@ -79,7 +79,7 @@ def test_keep_warm_gap_matches_sympy_and_fp8_doubles_it():
 
 def test_symbols_render_as_the_notation_appendix_writes_them():
     # sympy reads a name ending in "BM" as bold: Symbol("HBM") printed as a bold H
-    for expr in A.symbolic().values():
+    for expr in A.derive_amortization().values():
         tex = sp.latex(expr)
         assert "boldsymbol" not in tex and "mathrm" in tex
 

@@ -154,7 +154,7 @@ DTYPES = st.sampled_from(["bf16", "fp8", "int4"])
 
 
 LONGEST = sp.lambdify([D.n_gpu, D.HBM, D.W, D.L, D.H_kv, D.d_h, D.b],
-                      kv_wall.longest_context_expr())
+                      kv_wall.derive_longest_context())
 
 
 FULL_ATTENTION = st.sampled_from(sorted(n for n, m in lclib.MODELS.items() if not m.sliding_window))
@@ -198,7 +198,7 @@ def test_kv_reads_equal_weight_reads_at_the_crossover(model, weights, kv, batch)
 
 
 def test_kv_share_is_half_at_the_crossover():
-    share = kv_wall.kv_share_of_step_expr().subs(D.S, D.kv_equals_weights_tokens() / D.B)
+    share = kv_wall.derive_kv_share_of_step().subs(D.S, D.kv_equals_weights_tokens() / D.B)
     assert sp.simplify(share) == sp.Rational(1, 2)
 
 

@@ -172,7 +172,7 @@ def test_transformers_451_pitfall_applies_no_scaling():
 
 
 def test_rope_depends_only_on_relative_position():
-    proof = rope.relative_position_proof()
+    proof = rope.derive_relative_position()
     assert proof["difference"] == 0
     m, n, delta = sp.symbols("m n delta", real=True)
     offset_only = sp.expand(proof["relative"].subs(m, n + delta))
