@@ -14,15 +14,14 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..fp8 import FORMATS, GRANULARITIES, quantize
 
-if TYPE_CHECKING:
-    from .model import TinyLM
+# The surgery below takes a `lclib.tinylm.TinyLM`, typed as nn.Module: model.py imports this file.
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class CachedKV(torch.nn.Module):
     (the plain model's `hidden` attends over K/V that never went through a cache).
     """
 
-    def __init__(self, model: TinyLM, kv_dtype: str) -> None:
+    def __init__(self, model: torch.nn.Module, kv_dtype: str) -> None:
         super().__init__()
         model.new_cache(kv_dtype)  # ValueError for unknown codecs
         self.model, self.kv_dtype, self.lm_head = model, kv_dtype, model.lm_head
@@ -88,8 +87,8 @@ class CachedKV(torch.nn.Module):
         return self.model.hidden(tokens, self.model.new_cache(self.kv_dtype))
 
 
-def with_outlier_head(model: TinyLM, magnitude: float, layer: int = 0,
-                      kv_head: int = 0) -> TinyLM:
+def with_outlier_head(model: torch.nn.Module, magnitude: float, layer: int = 0,
+                      kv_head: int = 0) -> torch.nn.Module:
     """A copy of `model` computing the same function whose cache has an outlier head.
 
     K and V of `kv_head` in `layer` are `magnitude` times larger; its query heads' Q and the
