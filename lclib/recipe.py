@@ -121,6 +121,12 @@ class Recipe:
     def _repr_markdown_(self) -> str:
         return self.table()
 
+    def vllm_command(self, model: str, max_model_len: int) -> str:
+        """This recipe as a `vllm serve` command line for the Hugging Face id `model`."""
+        from .engine import recipe_command
+
+        return recipe_command(self, model, max_model_len)
+
 
 def _precision(model: ModelLike, gpu: GPULike, context: int, n_gpus: int, concurrency: int,
                reserve_bytes: float) -> tuple[str, str, int]:

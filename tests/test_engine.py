@@ -167,3 +167,26 @@ def test_engine_niah_matches_the_course_evaluation(model, served):
     through_engine = served.niah("single_needle", n=6, **kw)
     ours = tinylm.evaluate(model, "single_needle", n_samples=6, **kw)
     assert abs(through_engine.accuracy - ours.accuracy).max() <= 1 / 6 + 1e-9
+
+
+@pytest.mark.parametrize("gpus, concurrency", [(8, 8), (1, 3), (32, 1)])
+def test_recipe_prints_a_command_vllm_parses(gpus, concurrency):
+    pytest.importorskip("vllm", reason=engine.INSTALL)
+    import shlex
+
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from lclib import recipe
+
+    r = recipe.recommend("llama-3.3-70b", "h100-sxm", gpus, 131_072, concurrency=concurrency)
+    text = r.vllm_command("meta-llama/Llama-3.3-70B-Instruct", 131_072)
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    words = shlex.split(" ".join(line.rstrip("\\") for line in lines))
+    assert words[:3] == ["vllm", "serve", "meta-llama/Llama-3.3-70B-Instruct"]
+    args = EngineArgs.add_cli_args(FlexibleArgumentParser()).parse_args(words[3:])
+    assert (args.tensor_parallel_size, args.prefill_context_parallel_size) == (r.tp, r.cp)
+    assert args.max_num_batched_tokens == r.chunk and args.max_model_len == 131_072
+    assert args.enable_prefix_caching is r.prefix_caching
+    assert args.kv_cache_dtype == ("fp8" if r.kv_dtype == "fp8" else "auto")
+    assert (args.quantization == "fp8") is (r.weight_dtype == "fp8")
