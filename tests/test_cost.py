@@ -200,6 +200,40 @@ def test_a_real_4bit_checkpoint_is_39_8_gb_not_35_3():
     assert (free // (327_680 * 131_072), free // (163_840 * 131_072)) == (7, 14)
 
 
+def test_hopper_lecture_attention_at_128k_is_22_5_pflop_not_277_tflop():
+    # the lecture's 2*64*131072^2*128 is one layer's QK^T without the mask, and is 281 T
+    assert pytest.approx(281.5, abs=0.1) == 2 * 64 * 131_072**2 * 128 / 1e12
+    f = lclib.prefill_flops(LLAMA, 131_072)
+    assert f.attention == 4 * 80 * 64 * 128 * 131_072**2 / 2  # QK^T + AV, 80 layers, causal
+    assert f.attention / 1e15 == pytest.approx(22.5, abs=0.05)
+    assert f.attention / f.linear == pytest.approx(1.25, abs=0.005)
+    # on 4 H100s at 80% MFU: 12.8 s, more than the "~10 s" budget, 2.2x its linear-only 5.8 s
+    t = lclib.prefill_time(LLAMA, "h100-sxm", 131_072, n_gpus=4, mfu=0.8)
+    assert t == pytest.approx(12.8, abs=0.05) and t > 10
+    assert t / (2 * 70e9 * 131_072 / (4 * 0.8 * 989.4e12)) == pytest.approx(2.2, abs=0.05)
+
+
+def test_course_module_latency_table_is_not_linear():
+    # "4K ~100 ms, 32K ~800 ms, 128K ~3-4 s": linear would be 8x and 32x; Llama-3.1-8B's
+    # crossover is 53K, so by FLOPs 32K costs 12x and 128K 103x the 4K prefill
+    t = {n: lclib.prefill_flops("llama-3.1-8b", n * 1024).total for n in (4, 32, 128)}
+    assert round(t[32] / t[4]) == 12 and round(t[128] / t[4]) == 103
+    # "decode is relatively constant": a step reads 16.06 GB of weights + 131,072 B per token
+    step = {n: lclib.decode_step_time("llama-3.1-8b", "a100-80gb", n * 1024) for n in (4, 128)}
+    assert step[128] / step[4] == pytest.approx(2.0, abs=0.05)
+    # "terabytes": the scores one would store, 2^34 per head and layer at 128K, 2 B each
+    assert pytest.approx(35.2, abs=0.1) == (2**17) ** 2 * 2 * 32 * 32 / 1e12
+
+
+def test_kaplan_count_read_as_causal_gives_12_d():
+    # Kaplan: 2*n_layer*n_ctx*d per token for attention; QK^T + AV over n_ctx keys is 4*n_ctx*d,
+    # so their count is the average over a causal prefill (n_ctx/2 keys): both equal 2N at 12*d
+    d, n_layer = 8192, 80
+    n = 12 * n_layer * d**2
+    assert 2 * n == 2 * n_layer * (12 * d) * d  # Kaplan's equality at n_ctx = 12 d
+    assert 4 * (12 * d / 2) * d * n_layer == 2 * n_layer * (12 * d) * d  # causal reading
+
+
 # --- the roofline -------------------------------------------------------------------------
 def test_h100_ridge_point_is_295_flop_per_byte():
     assert lclib.get_gpu("h100-sxm").ridge_point() == pytest.approx(989.4 / 3.35, rel=1e-12)
