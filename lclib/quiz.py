@@ -29,7 +29,10 @@ def _esc(text: str) -> str:
 
 
 def _fmt_number(v: float, digits: int = 4) -> str:
-    """`v` to `digits` significant figures, with thousands separators, e.g. '42,950,000,000'."""
+    """`v` to `digits` significant figures, with thousands separators, e.g. '42,950,000,000';
+    a whole number (a count, a byte size) exactly, e.g. '327,680' and '5'."""
+    if float(v).is_integer() and abs(v) < 1e15:
+        return f"{int(v):,}"
     if v == 0 or not 1e-4 <= abs(v) < 1e15:
         return f"{v:.{digits - 1}e}" if v else "0"
     v = float(f"{v:.{digits}g}")

@@ -106,3 +106,12 @@ def test_number_parser_accepts_separators_and_scientific_notation() -> None:
               ".map(function (t) { return lcParseNumber(t, 'GB'); })));"
     out = subprocess.run(["node", "-e", program], check=True, capture_output=True, text=True)
     assert dict(zip(cases, json.loads(out.stdout), strict=True)) == cases
+
+
+def test_whole_number_answers_show_exactly():
+    # chapter 2's quiz printed "327,700 bytes" for 327,680 and "4.000" for a count of requests
+    from lclib.quiz import numeric
+
+    assert numeric("bytes?", 327_680, unit="bytes").answer_text() == "327,680 bytes"
+    assert numeric("requests?", 5).answer_text() == "5"
+    assert numeric("GB?", 42.94967296, unit="GB").answer_text() == "42.95 GB"
