@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lclib import amortize as A
 from lclib import prefix as X
 from lclib.prefix import RadixCache
 
@@ -166,14 +167,21 @@ def test_forked_cache_logits_equal_recomputation():
     assert cache.length == 96  # the fork left the document's cache as it was
 
 
-def test_explorer_survives_its_slider_ends():
-    from lclib.explorers.prefix import amortize_explorer, amortize_point
+def test_explorer_survives_its_slider_ends_and_holds_the_chapters_cases():
+    from lclib.explorers import prefix as P
 
-    html = amortize_explorer(steps=3).to_html()
+    html = P.amortize_explorer().to_html()
     assert "<svg" in html
-    one, many = amortize_point(1, 131_072, 0, 1), amortize_point(100, 131_072, 4096, 1)
+    # the page's numbers (20 questions about a 128,000-token contract) are grid points
+    assert 20 in P.QUERIES and 128_000 in P.CONTEXTS
+    page_case = A.query_cost("llama-3.3-70b", "h100-sxm", 128_000, 200, 1000, 20)
+    assert P.amortize_point(20, 128_000, 4096, 1, "off")["per_query"] == pytest.approx(
+        page_case.per_query)
+    one = P.amortize_point(P.QUERIES[0], P.CONTEXTS[-1], 0, 1, "off")
+    many = P.amortize_point(P.QUERIES[-1], P.CONTEXTS[0], 512, 32, "on")
     assert many["per_query"] < one["per_query"]
-    assert many["short_ttft"] < many["short_ttft_none"]
+    assert many["longest_step"] < many["longest_step_none"]
+    assert one["longest_step"] == one["longest_step_none"]  # no chunking: one step
 
 
 @given(st.lists(st.integers(0, 3), max_size=40), st.lists(st.integers(0, 3), max_size=40))
