@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def _convert(source: Path, folder: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
     except ImportError as err:
-        raise ModuleNotFoundError(f"converting SmolLM2 needs torch and transformers: {err}") from err
+        raise ModuleNotFoundError(f"converting SmolLM2 needs torch, transformers: {err}") from err
     try:
         import gguf  # noqa: F401  (transformers reads the file with it)
     except ImportError as err:
@@ -124,3 +125,8 @@ def needle_prompt(tokenizer, n_tokens: int, depth: float, secret: int, seed: int
     messages = [{"role": "user", "content": " ".join(sentences) + "\n\n" + QUESTION}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return tokenizer.encode(text, add_special_tokens=False)
+
+
+def found(answer: str, secret: int) -> bool:
+    """Whether the model's answer states the secret number (as one run of digits)."""
+    return str(secret) in re.findall(r"\d+", answer.replace(",", ""))
