@@ -7,8 +7,10 @@
 
 A scale maps each group's values onto the format: ``data = clamp(x / scale)`` cast to the
 format, ``x ≈ data * scale``. Dynamic scales come from the tensor itself (``amax / max``, so the
-largest value lands on the format's largest and nothing clips); static scales are passed in,
-calibrated beforehand on other data (`amax_scale` of calibration K/V), and may clip.
+largest value lands on the format's largest and nothing clips); static scales are passed in:
+1.0 (what vLLM, SGLang and TensorRT-LLM use when nothing is calibrated) or calibrated beforehand
+(`amax_scale` of calibration K/V), and may clip or underflow. A cache written token by token can
+only use static scales or dynamic ones per token (`amax_records` shows why not per tensor).
 Values beyond the grid saturate to ±max (never inf, even in e5m2). TinyLM's caches store K/V
 with these formats through `lclib.tinylm.kv_codecs` (``kv_dtype="e4m3-head"``, ...).
 """
@@ -25,10 +27,12 @@ from torch import Tensor
 from .rope import plain_inv_freq, rotate
 
 FORMATS: dict[str, torch.dtype] = {
-    "e4m3": torch.float8_e4m3fn,  # Micikevicius et al. 2022: no inf, max 448
+    "e4m3": torch.float8_e4m3fn,  # Micikevicius et al. 2022 (NVIDIA, OCP): no inf, max 448
+    "e4m3fnuz": torch.float8_e4m3fnuz,  # AMD MI300 (ROCm): no inf, no -0, max 240
     "e5m2": torch.float8_e5m2,  # IEEE-like: inf and NaN, max 57344
     "int8": torch.int8,  # a uniform grid of 255 levels, for comparison
 }
+FLOATS = ("e4m3", "e4m3fnuz", "e5m2")
 GRANULARITIES = ("tensor", "head", "token", "token_head")
 INT8_MAX = 127
 
@@ -64,9 +68,9 @@ class Format:
 
 
 def format_info(fmt: str) -> Format:
-    """Max, smallest normal and mantissa bits of fp8 format `fmt` ("e4m3" or "e5m2")."""
-    if fmt not in ("e4m3", "e5m2"):
-        raise ValueError(f"unknown fp8 format {fmt!r}; pass 'e4m3' or 'e5m2'")
+    """Max, smallest normal and mantissa bits of fp8 format `fmt` (one of `FLOATS`)."""
+    if fmt not in FLOATS:
+        raise ValueError(f"unknown fp8 format {fmt!r}; pass one of {', '.join(FLOATS)}")
     info = torch.finfo(FORMATS[fmt])
     return Format(fmt, FORMATS[fmt], float(info.max), float(info.smallest_normal),
                   round(-math.log2(info.eps)))
@@ -168,6 +172,32 @@ def quantize(x: Tensor, fmt: str = "e4m3", granularity: str = "tensor",
     return Quantized(data, s, fmt, granularity)
 
 
+def storage_error(x: Tensor, fmt: str = "e4m3", scale: float | Tensor | None = None,
+                  granularity: str = "tensor") -> dict[str, float]:
+    """What storing `x` in float format `fmt` costs: the relative L2 error of the round trip,
+    and the fractions of values below the smallest normal after scaling ("subnormal": fewer
+    mantissa bits, or zero), flushed to zero, and clipped at ±max. `scale` as in `quantize`."""
+    info = format_info(fmt)
+    q = quantize(x, fmt, granularity, scale)
+    scaled, back = (x.float() / q.scale).abs(), q.dequantize()
+    return {"rel_error": ((back - x.float()).norm() / x.float().norm()).item(),
+            "subnormal": (scaled < info.min_normal).float().mean().item(),
+            "zero": ((back == 0) & (x != 0)).float().mean().item(),
+            "clipped": (scaled > info.max).float().mean().item()}
+
+
+def amax_records(x: Tensor) -> list[int]:
+    """Token positions (dim -2 of [..., T, D]) where the running amax over everything stored so
+    far rises. A dynamic per-tensor scale would have to re-quantize every earlier token at each
+    of them; a cache written token by token cannot, so engines use static scales or per-token
+    (or per-block) dynamic ones."""
+    if x.dim() < 2:
+        raise ValueError(f"pass K or V as [..., tokens, head_dim], got {x.dim()} dims")
+    per_token = x.detach().abs().float().movedim(-2, 0).flatten(1).amax(1)
+    running = per_token.cummax(0).values
+    return [0, *(torch.nonzero(running[1:] > running[:-1]).flatten() + 1).tolist()]
+
+
 # --- attention that reads quantized K/V -------------------------------------------------------
 
 KV = Tensor | Quantized
@@ -216,6 +246,7 @@ class OutlierKV:
     v: Tensor
     needles: Tensor  # [B, H]
     outlier_heads: tuple[int, ...]
+    magnitude: float = 1.0
 
 
 def outlier_kv(magnitude: float = 1.0, batch: int = 2, n_heads: int = 8, seq_len: int = 256,
@@ -249,38 +280,55 @@ def outlier_kv(magnitude: float = 1.0, batch: int = 2, n_heads: int = 8, seq_len
     v = torch.randn(shape, generator=gen)
     gain = torch.ones(1, n_heads, 1, 1)
     gain[:, list(outlier_heads)] = magnitude
-    return OutlierKV(q, k * gain, v * gain, needles, tuple(outlier_heads))
+    return OutlierKV(q, k * gain, v * gain, needles, tuple(outlier_heads), float(magnitude))
 
 
-@functools.lru_cache(maxsize=8)
-def _calibration(batch: int, n_heads: int, seq_len: int, head_dim: int) -> OutlierKV:
-    """Calibration K/V without outliers (another seed), cached: static scales come from it."""
-    return outlier_kv(1.0, batch, n_heads, seq_len, head_dim, seed=99)
+CALIBRATION_TOKENS = 64  # static scales are calibrated on shorter prompts than they serve
 
-
-RECIPES = {  # name: (granularity, static scale calibrated on data without the outlier)
-    "dynamic per-tensor": ("tensor", False),
-    "dynamic per-head": ("head", False),
-    "dynamic per-token": ("token", False),
-    "dynamic per-token-head": ("token_head", False),
-    "static per-tensor": ("tensor", True),
+RECIPES = {  # name: (granularity, where the scale comes from), as engines offer them (chapter 5)
+    "static 1.0": ("tensor", "one"),  # vLLM, SGLang, TensorRT-LLM without calibrated scales
+    "static per-tensor": ("tensor", "served"),  # calculate_kv_scales, llm-compressor, ModelOpt
+    "static per-head": ("head", "served"),  # vLLM: llm-compressor + FlashAttention backend
+    "static per-tensor, missed": ("tensor", "missed"),  # calibration never saw the outlier
+    "static per-head, missed": ("head", "missed"),
+    "dynamic per-token": ("token", "dynamic"),  # each token's scale from itself, as written
+    "dynamic per-token-head": ("token_head", "dynamic"),
 }
 
 
-def outlier_damage(kv: OutlierKV, fmt: str = "e4m3", recipe: str = "dynamic per-tensor",
+@functools.lru_cache(maxsize=32)
+def _calibration(magnitude: float, outlier_heads: tuple[int, ...], batch: int, n_heads: int,
+                 head_dim: int) -> OutlierKV:
+    """Calibration K/V from the served distribution: another seed, `CALIBRATION_TOKENS` long."""
+    return outlier_kv(magnitude, batch, n_heads, CALIBRATION_TOKENS, head_dim, outlier_heads,
+                      seed=99)
+
+
+def _scale(fmt: str, granularity: str, source: str, calibration: Tensor) -> float | Tensor | None:
+    """The scale a recipe passes to `quantize`: 1.0, None (dynamic) or calibrated."""
+    if source == "one":
+        return 1.0
+    return None if source == "dynamic" else amax_scale(calibration, fmt, granularity)
+
+
+def outlier_damage(kv: OutlierKV, fmt: str = "e4m3", recipe: str = "static per-tensor",
                    calibration: OutlierKV | None = None) -> dict[str, float]:
     """Attention-output error and needle retrieval after storing `kv` with `recipe`.
 
     Returns relative L2 output errors (mean over the normal heads, and over the outlier
     heads) and the fraction of (sequence, head) pairs whose top attention weight still falls
-    on the needle. A static recipe takes its scales from `calibration` (no outliers by
-    default: `outlier_kv(1.0)` with another seed).
+    on the needle ("retrieval"; also split by normal and outlier heads). Calibrated static
+    scales come from `calibration`; by default, from the served distribution (`outlier_kv` of
+    the same magnitude, another seed, `CALIBRATION_TOKENS` tokens), or, for the "missed"
+    recipes, from the same data without the outlier.
     """
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; pass one of {', '.join(RECIPES)}")
-    granularity, static = RECIPES[recipe]
-    cal = calibration or _calibration(*kv.k.shape)
-    qk, qv = (quantize(x, fmt, granularity, amax_scale(c, fmt, granularity) if static else None)
+    granularity, source = RECIPES[recipe]
+    b, h, _, d = kv.k.shape
+    cal = calibration or _calibration(1.0 if source == "missed" else kv.magnitude,
+                                      kv.outlier_heads, b, h, d)
+    qk, qv = (quantize(x, fmt, granularity, _scale(fmt, granularity, source, c))
               for x, c in ((kv.k, cal.k), (kv.v, cal.v)))
     out, ref = attention(kv.q, qk, qv), attention(kv.q, kv.k, kv.v)
     err = ((out - ref).norm(dim=-1) / ref.norm(dim=-1)).squeeze(-1).mean(0)  # per head

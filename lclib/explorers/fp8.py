@@ -9,14 +9,15 @@ from __future__ import annotations
 import functools
 
 from ..cost import cp_gpus_needed, decode_step_time, kv_cache_bytes, max_concurrency
-from ..explorer import Dropdown, Explorer, Line, Readout, Slider
-from ..fp8 import FORMATS, RECIPES, OutlierKV, outlier_damage, outlier_kv
+from ..explorer import Dropdown, Explorer, Line, LogSlider, Readout, Slider
+from ..fp8 import RECIPES, OutlierKV, outlier_damage, outlier_kv
 from ..hardware import GPUS, get_gpu
 from ..models import MODELS
 from ..units import GB, fmt_seconds
 from .parts import context_slider
 
-MAGNITUDES = (1, 10, 100, 1_000, 10_000)
+MAGNITUDES = (1, 10, 100, 1_000, 10_000)  # the explorer's log slider: 1 to 10^4, one per decade
+EXPLORER_FORMATS = ("e4m3", "e5m2", "int8")
 CAPACITY_GPUS = (1, 2, 4, 8)
 
 
@@ -40,9 +41,10 @@ def outlier_explorer() -> Explorer:
     return Explorer(
         compute=damage_point,
         title="One outlier head: what each scaling recipe and format does to attention",
-        controls=[Slider("magnitude", "outlier head is this many times larger", MAGNITUDES,
-                         fmt="{:,}×".format, default=1_000),
-                  Dropdown("fmt", "format", list(FORMATS)),
+        controls=[LogSlider("magnitude", "outlier head is this many times larger",
+                            MAGNITUDES[0], MAGNITUDES[-1], len(MAGNITUDES), fmt="{:,}×".format,
+                            default=1_000),
+                  Dropdown("fmt", "format", list(EXPLORER_FORMATS)),
                   Dropdown("recipe", "scales", list(RECIPES))],
         views=[Line(x="magnitude", y=["err_normal", "err_outlier"],
                     labels=["normal heads", "outlier head"], log_y=True, y_fmt=_pct,
