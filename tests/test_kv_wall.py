@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lclib
-from lclib import GB, GiB, KiB, kv_wall
+from lclib import GB, GiB, KiB, kv_wall, measurements
 from lclib import derive as D
 from lclib.bench import run_experiment
 from lclib.bench.decode import (
@@ -272,7 +272,7 @@ def test_explorer_starts_at_128k_on_four_h100s(explorer, html):
 def test_decode_experiment_writes_a_record(tmp_path):
     record = run_experiment("decode", "cpu", [256, 1024, 4096], "fp32", tmp_path)
     assert record["fitted_bandwidth"] is None or record["fitted_bandwidth"] > 0
-    saved = json.loads((tmp_path / "decode-cpu.json").read_text())
+    saved = measurements.read(record["path"])  # decode-cpu-fp32-<UTC time>.jsonl
     assert [r["seq_len"] for r in saved["rows"]] == [256, 1024, 4096]
     assert saved["rows"][2]["kv_bytes"] == 2 * 2 * 64 * 4096 * 4 == 16 * saved["rows"][0][
         "kv_bytes"]

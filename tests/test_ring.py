@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -15,10 +14,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lclib import measurements
 from lclib.bench import run_experiment
-from lclib.bench.ring import per_rank_seconds
+from lclib.bench.ring import calls_per_rank, per_rank_seconds
 from lclib.ring import (
     attention_block,
+    block_calls,
     block_flops,
     fused_block,
     merge,
@@ -27,6 +28,7 @@ from lclib.ring import (
     shard,
     unshard,
 )
+from lclib.ring.__main__ import main as ring_main
 from lclib.ring.dist import Problem, free_port, run_local
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,38 @@ def test_ring_equals_one_sdpa_call(world, layout, causal, batch, kv_heads, group
     out = ring_attention(q, k, v, world, causal=causal, layout=layout)
     assert out.shape == q.shape and out.dtype == q.dtype
     torch.testing.assert_close(out, sdpa(q, k, v, causal), atol=TOL, rtol=TOL)
+
+
+@pytest.mark.parametrize("block", [fused_block, attention_block])
+@pytest.mark.parametrize("layout", ["zigzag", "contiguous"])
+def test_float64_in_float64_accurate_out(block, layout):
+    q = rand(1, 4, 48, 8).double()
+    k, v = rand(1, 2, 48, 8, seed=1).double(), rand(1, 2, 48, 8, seed=2).double()
+    out = ring_attention(q, k, v, 3, layout=layout, block=block)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, sdpa(q, k, v, True), atol=1e-12, rtol=1e-12)
+
+
+@given(world=st.integers(1, 8), layout=st.sampled_from(["zigzag", "contiguous"]),
+       causal=st.booleans())
+def test_block_calls_cover_each_needed_pair_once(world, layout, causal):
+    chunks = rank_chunks(world, layout)
+    for r in range(world):
+        for step in range(world):
+            src = (r - step) % world
+            covered = []
+            for i0, i1, j0, j1, diagonal in block_calls(chunks[r], chunks[src], causal):
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        qc, kc = chunks[r][i], chunks[src][j]
+                        # a causal call over the concatenation masks exactly the later chunks
+                        if not (diagonal and kc > qc):
+                            covered.append((qc, kc))
+            needed = [(qc, kc) for qc in chunks[r] for kc in chunks[src]
+                      if not causal or kc <= qc]
+            assert sorted(covered) == sorted(needed)
+    if layout == "zigzag":  # one call a step: N a rank, as ring-flash-attention makes
+        assert calls_per_rank(world) == [world] * world
 
 
 def test_plain_math_block_and_bf16_inputs():
@@ -144,10 +178,12 @@ def test_distributed_ring_over_gloo_processes(world, layout):
     problem = Problem(seq_len=64 * world, heads=4, kv_heads=2, head_dim=16, layout=layout)
     results = run_local(world, problem)
     assert [r["rank"] for r in results] == list(range(world))
+    flops = [sum(f) for f in block_flops(problem.seq_len, world, layout, True, 4, 16)]
     for r in results:
         assert r["max_abs_err"] < TOL
-        assert len(r["compute"]) == len(r["wait"]) == world
+        assert len(r["compute"]) == len(r["wait"]) == len(r["calls"]) == world
         assert all(t >= 0 for t in r["compute"] + r["wait"])
+        assert r["flops"] == flops[r["rank"]]
 
 
 def test_torchrun_cli_verifies_against_sdpa():
@@ -156,9 +192,32 @@ def test_torchrun_cli_verifies_against_sdpa():
            "--master-addr", "127.0.0.1",
            "--master-port", str(free_port()), "-m", "lclib.ring", "--verify", "--seq-len", "128",
            "--heads", "4", "--kv-heads", "1", "--head-dim", "16", "--layout", "contiguous"]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = subprocess.run([*cmd, "--tol", "0"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    # --tol 0 is honoured: rank 1 merges two blocks, whose rounding differs from one SDPA call
+    assert done.returncode == 1, done.stderr[-2000:]
     assert done.stdout.count("max |ring - SDPA|") == 2 and "backend gloo" in done.stdout
+    assert done.stdout.index("GFLOP") < done.stdout.index(" ms")  # the deterministic measure first
+
+
+ONE_RANK = ["--seq-len", "64", "--heads", "2", "--kv-heads", "1", "--head-dim", "8"]
+
+
+def test_ring_cli_in_one_process(monkeypatch, capsys):
+    for var, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(var, value)
+    # one rank: one causal call of the kernel the reference uses, so even --tol 0 passes
+    assert ring_main(["--verify", "--tol", "0", *ONE_RANK]) == 0
+    assert "max |ring - SDPA| = 0.00e+00" in capsys.readouterr().out
+
+
+def test_ring_cli_without_torchrun_says_how_to_start_it(monkeypatch, capsys):
+    for var in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        ring_main(["--verify"])
+    assert exit_.value.code == 2 and "start this with torchrun" in capsys.readouterr().err
 
 
 def test_per_rank_seconds_times_every_rank():
@@ -169,9 +228,12 @@ def test_per_rank_seconds_times_every_rank():
 
 def test_ring_bench_runs_tiny_on_cpu(tmp_path):
     record = run_experiment("ring", "cpu", [64, 128], "fp32", tmp_path)
-    saved = json.loads((tmp_path / "ring-cpu.json").read_text())
+    [path] = tmp_path.glob("ring-cpu-fp32-*.jsonl")
+    saved = measurements.read(path)
     assert [r["seq_len"] for r in saved["rows"]] == [64, 128]
     for r in record["rows"]:
         assert r["max_abs_err"] < TOL and r["t_sdpa"] > 0 and r["t_ring"] > 0
         assert r["throughput_ratio"] == pytest.approx(r["t_sdpa"] / r["t_ring"])
+        assert r["backend_sdpa"] == "cpu-flash"  # forced: the kernel the ring's blocks call
     assert saved["rows"][1]["flops"] == 4 * saved["rows"][0]["flops"]
+    assert saved["summary"]["calls_per_rank"] == [4] * 4

@@ -1,4 +1,5 @@
-"""Ring attention: one sequence's attention split over N ranks, exact to fp32 rounding.
+"""Ring attention: one sequence's attention split over N ranks, exact to the rounding of its
+accumulation dtype (fp32; fp64 for fp64 inputs).
 
 `ring_attention(q, k, v, world_size)` simulates N ranks in one process, on [B,H,S,D] tensors
 like `torch.nn.functional.scaled_dot_product_attention` (GQA allowed). `lclib.ring.dist` runs
@@ -17,8 +18,10 @@ from ..units import positive_int
 from .core import (
     LAYOUTS,
     Accumulator,
+    acc_dtype,
     attend_chunks,
     attention_block,
+    block_calls,
     block_flops,
     check_qkv,
     chunk_len,
@@ -31,8 +34,9 @@ from .core import (
     unshard,
 )
 
-__all__ = ["LAYOUTS", "attention_block", "block_flops", "chunk_len", "fused_block", "merge",
-           "pair_kind", "rank_chunks", "ring_attention", "ring_source", "shard", "unshard"]
+__all__ = ["LAYOUTS", "acc_dtype", "attention_block", "block_calls", "block_flops", "chunk_len",
+           "fused_block", "merge", "pair_kind", "rank_chunks", "ring_attention", "ring_source",
+           "shard", "unshard"]
 
 
 def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, world_size: int,
@@ -41,7 +45,8 @@ def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, world_size
     """SDPA(q, k, v, is_causal=causal, enable_gqa=True), computed as N ranks of a ring would.
 
     The sequence is sharded by `layout` ("zigzag" or "contiguous"); at step s rank r attends its
-    queries to the K/V block of rank r - s, merging partial results in fp32 by their LSE.
+    queries to the K/V block of rank r - s, merging partial results by their LSE in fp32
+    (fp64 for fp64 inputs).
     Returns q's dtype. `block` computes one block (`attention_block` is the plain-math one).
     """
     check_qkv(q, k, v)

@@ -6,8 +6,9 @@ cuts 2N chunks and gives rank r chunks r and 2N-1-r, so that under the causal ma
 does the same work (Liu et al. 2023 pass the K/V blocks around the ring; the zigzag layout is
 the load balance of ring-flash-attention and of the Llama 3 report).
 
-Every block's output is accumulated in fp32 together with its log-sum-exp (LSE), and two
-partial results over disjoint keys merge exactly:
+Every block's output is accumulated in fp32 (fp64 for fp64 inputs: at least the input's
+precision) together with its log-sum-exp (LSE), and two partial results over disjoint keys
+merge exactly:
 
     lse = log(exp(lse_a) + exp(lse_b))
     out = exp(lse_a - lse) * out_a + exp(lse_b - lse) * out_b
@@ -84,36 +85,41 @@ def block_flops(seq_len: int, world_size: int, layout: str = "zigzag", causal: b
 
 # --- blockwise attention and the merge --------------------------------------------------------
 
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The accumulation dtype for inputs of `dtype`: fp32, or the input's if wider."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def attention_block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention of q [B,H,c,D] over one K/V block [B,H_kv,c',D]: (out fp32, lse fp32 [B,H,c]).
+    """Attention of q [B,H,c,D] over one K/V block [B,H_kv,c',D]: (out, lse [B,H,c]).
 
-    Explicit fp32 math; GQA by grouping query heads. `causal` masks above the diagonal
-    (square blocks). Rows that see no key get lse = -inf and out = 0.
+    Explicit math in `acc_dtype` (fp32, fp64 for fp64 inputs); GQA by grouping query heads.
+    `causal` masks above the diagonal (square blocks). Rows that see no key get lse = -inf
+    and out = 0.
     """
     b, h, sq, d = q.shape
-    g = h // k.shape[1]
-    qg = q.float().reshape(b, k.shape[1], g, sq, d)
-    scores = (qg @ k.float().unsqueeze(2).transpose(-1, -2)) * scale
+    g, dt = h // k.shape[1], acc_dtype(q.dtype)
+    qg = q.to(dt).reshape(b, k.shape[1], g, sq, d)
+    scores = (qg @ k.to(dt).unsqueeze(2).transpose(-1, -2)) * scale
     if causal:
         mask = torch.ones(sq, k.shape[2], dtype=torch.bool, device=q.device).tril()
         scores = scores.masked_fill(~mask, -math.inf)
     lse = torch.logsumexp(scores, dim=-1)
     p = torch.exp(scores - torch.where(lse.isinf(), 0.0, lse).unsqueeze(-1))
-    out = p @ v.float().unsqueeze(2)
+    out = p @ v.to(dt).unsqueeze(2)
     return out.reshape(b, h, sq, d), lse.reshape(b, h, sq)
 
 
 def fused_block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
                 scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """`attention_block` through torch's fused flash kernel where it returns the LSE.
+    """`attention_block` through torch's fused flash kernel, which returns the LSE.
 
-    That is the CPU kernel (any float dtype) and the CUDA one (fp16/bf16); elsewhere, and
-    for fp32 on a GPU, the explicit math. K/V heads are repeated for GQA.
+    That is the CPU kernel (any float dtype) and the CUDA one (fp16/bf16); both take GQA
+    (fewer K/V heads) as they are, so K/V are not copied. For fp32/fp64 on a GPU, the
+    explicit math (the flash kernel has no such dtypes). Returns `acc_dtype` tensors.
     """
-    g = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
-    aten = torch.ops.aten
+    aten, dt = torch.ops.aten, acc_dtype(q.dtype)
     if q.device.type == "cpu":
         out, lse = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal,
                                                                     scale=scale)
@@ -122,7 +128,7 @@ def fused_block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
                                                             scale=scale)[:2]
     else:
         return attention_block(q, k, v, causal, scale)
-    return out.float(), lse.float()
+    return out.to(dt), lse.to(dt)
 
 
 def merge(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor,
@@ -137,32 +143,63 @@ def merge(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor,
 
 @dataclass
 class Accumulator:
-    """A rank's running output and LSE for its local queries (fp32)."""
+    """A rank's running output and LSE for its local queries (in `acc_dtype`)."""
 
     out: torch.Tensor
     lse: torch.Tensor
 
     @classmethod
     def empty(cls, q: torch.Tensor) -> Accumulator:
-        lse = torch.full(q.shape[:-1], -math.inf, dtype=torch.float32, device=q.device)
-        return cls(torch.zeros(q.shape, dtype=torch.float32, device=q.device), lse)
+        dt = acc_dtype(q.dtype)
+        lse = torch.full(q.shape[:-1], -math.inf, dtype=dt, device=q.device)
+        return cls(torch.zeros(q.shape, dtype=dt, device=q.device), lse)
+
+
+def _contiguous(ids: list[int]) -> bool:
+    return ids == list(range(ids[0], ids[0] + len(ids)))
+
+
+def block_calls(q_chunks: Sequence[int], k_chunks: Sequence[int],
+                causal: bool) -> list[tuple[int, int, int, int, bool]]:
+    """The kernel calls (q rows i0:i1, k cols j0:j1 in local chunks, causal?) that cover every
+    (query chunk, key chunk) pair one K/V block needs, as few as the layout allows.
+
+    The rank's own block is one causal call: its chunks are in sequence order, so a causal mask
+    over their concatenation is exactly each pair's mask (zigzag: chunk 2N-1-r sees all of chunk
+    r). Another rank's block is one full call when the needed pairs form a rectangle (always,
+    for zigzag and contiguous). Over the N steps, that is N calls a rank, as ring-flash-attention
+    makes; otherwise, one call per pair.
+    """
+    nq, nk = len(q_chunks), len(k_chunks)
+    if not causal:
+        return [(0, nq, 0, nk, False)]
+    if list(q_chunks) == list(k_chunks) == sorted(q_chunks):
+        return [(0, nq, 0, nk, True)]
+    kinds = [[pair_kind(qc, kc, causal) for kc in k_chunks] for qc in q_chunks]
+    rows = [i for i in range(nq) if any(x != SKIP for x in kinds[i])]
+    cols = [j for j in range(nk) if any(kinds[i][j] != SKIP for i in range(nq))]
+    if not rows:
+        return []
+    if (_contiguous(rows) and _contiguous(cols)
+            and all(kinds[i][j] == FULL for i in rows for j in cols)):
+        return [(rows[0], rows[-1] + 1, cols[0], cols[-1] + 1, False)]
+    return [(i, i + 1, j, j + 1, kinds[i][j] == DIAGONAL)
+            for i in range(nq) for j in range(nk) if kinds[i][j] != SKIP]
 
 
 def attend_chunks(acc: Accumulator, q: torch.Tensor, q_chunks: Sequence[int], k: torch.Tensor,
                   v: torch.Tensor, k_chunks: Sequence[int], causal: bool, scale: float,
-                  block=fused_block) -> None:
-    """Fold one K/V block (the chunks `k_chunks`) into `acc` for local queries (`q_chunks`)."""
+                  block=fused_block) -> int:
+    """Fold one K/V block (the chunks `k_chunks`) into `acc` for local queries (`q_chunks`);
+    returns the number of kernel calls made (`block_calls`)."""
     c = q.shape[2] // len(q_chunks)
-    for i, qc in enumerate(q_chunks):
-        rows = slice(i * c, (i + 1) * c)
-        for j, kc in enumerate(k_chunks):
-            kind = pair_kind(qc, kc, causal)
-            if kind == SKIP:
-                continue
-            cols = slice(j * c, (j + 1) * c)
-            o, lse = block(q[:, :, rows], k[:, :, cols], v[:, :, cols], kind == DIAGONAL, scale)
-            acc.out[:, :, rows], acc.lse[:, :, rows] = merge(acc.out[:, :, rows],
-                                                             acc.lse[:, :, rows], o, lse)
+    calls = block_calls(q_chunks, k_chunks, causal)
+    for i0, i1, j0, j1, diagonal in calls:
+        rows, cols = slice(i0 * c, i1 * c), slice(j0 * c, j1 * c)
+        o, lse = block(q[:, :, rows], k[:, :, cols], v[:, :, cols], diagonal, scale)
+        acc.out[:, :, rows], acc.lse[:, :, rows] = merge(acc.out[:, :, rows],
+                                                         acc.lse[:, :, rows], o, lse)
+    return len(calls)
 
 
 # --- checks and sharding -----------------------------------------------------------------------
