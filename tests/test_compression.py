@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import lclib
 from lclib import compression as C
+from lclib import stats
 
 MODELS = ["llama-3.3-70b", "llama-3.1-8b", "qwen2.5-72b", "yi-34b"]
 
@@ -169,3 +170,138 @@ def test_bad_calls_say_what_to_pass():
     with pytest.raises(ValueError, match="speedup"):
         C.density_for_speedup("llama-3.1-8b", 10, 0.5)
     assert math.isfinite(C.scheme_bytes("llama-3.1-8b", 1, "kivi-2bit"))
+
+
+# --- the torch side: policies and INT-n KV on lclib.tinylm ----------------------------------
+
+torch = pytest.importorskip("torch")
+from lclib import tinylm  # noqa: E402
+from lclib.tinylm import compress as K  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tinylm.load().eval()
+
+
+def _samples(task, n=8, length=128, depth=0.5, seed=0):
+    import random
+    rng = random.Random(seed)
+    return [tinylm.get_task(task)(length, depth, rng) for _ in range(n)]
+
+
+def test_explicit_forward_is_the_models_forward(model):
+    x = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(0))
+    logits, past, _ = K.run(model, x)
+    assert torch.allclose(logits, model(x), atol=1e-4)
+    head = K.Past([k[:, :, :25] for k in past.keys], [v[:, :, :25] for v in past.values], 25)
+    assert torch.allclose(K.run(model, x[:, 25:], head)[0], logits[:, 25:], atol=1e-4)
+
+
+@pytest.mark.parametrize("task", sorted(tinylm.TASKS))
+def test_uncompressed_answers_match_tinylm_scoring(model, task):
+    samples = _samples(task)
+    ctx, tail, tail_mask = K.split(samples)
+    past, _ = K.prefill(model, ctx)
+    ours = K.answer_hits(model, past, tail, tail_mask)
+    theirs = tinylm.tasks.answer_correct(model, *tinylm.tasks.batch(samples))
+    assert torch.equal(ours, theirs)
+    tokens, mask = tinylm.tasks.batch(samples)
+    assert torch.equal(K.window_attention_hits(model, tokens, mask, window=10_000), theirs)
+
+
+def test_window_and_sinks_keep_the_positions_they_promise(model):
+    ctx, _, _ = K.split(_samples("single_needle"))
+    past, probs = K.prefill(model, ctx)
+    t = past.kept
+    kept = K.select(past, probs, "window", 16)
+    assert kept.kept == 16 and kept.length == t
+    assert torch.equal(kept.keys[1], past.keys[1][:, :, -16:])
+    sinks = K.select(past, probs, "sinks", 16)
+    expect = torch.cat([past.values[0][:, :, :K.SINKS], past.values[0][:, :, -(16 - K.SINKS):]], 2)
+    assert torch.equal(sinks.values[0], expect)
+
+
+def _one_hot_attention(t, hot, heads=4):
+    """Attention [1, heads, q, t] that puts all of every query's mass on token `hot`."""
+    p = torch.zeros(1, heads, t, t)
+    p[..., hot] = 1.0
+    return p
+
+
+def test_attention_scored_policies_keep_the_attended_token():
+    t, hot = 64, 10
+    p = _one_hot_attention(t, hot)
+    assert int(K.policy_scores("h2o", p, 2).argmax(-1)[0, 0]) == hot
+    snap = K.policy_scores("snapkv", p, 2)[0, 0]
+    body = snap[: t - K.OBSERVATION]  # the observation window itself is always kept
+    assert bool((snap[t - K.OBSERVATION:] > body.max()).all())
+    reach = K.POOL // 2  # pooling keeps the attended token's neighbours with it
+    assert bool((body[hot - reach:hot + reach + 1] == body.max()).all())
+    assert body[hot + reach + 1] < body.max()
+    question = torch.zeros(1, 4, 2, t)
+    question[..., 33] = 1.0
+    aware = K.policy_scores("snapkv-question", p * 0, 2, question)[0, 1]
+    assert aware[33] == aware.max() > aware[33 + reach + 1]
+    with pytest.raises(ValueError, match="question_probs"):
+        K.policy_scores("snapkv-question", p, 2)
+    with pytest.raises(ValueError, match="unknown policy"):
+        K.policy_scores("lru", p, 2)
+
+
+def test_select_rejects_budgets_it_cannot_keep(model):
+    ctx, _, _ = K.split(_samples("single_needle", n=1))
+    past, probs = K.prefill(model, ctx)
+    with pytest.raises(ValueError, match="budget"):
+        K.select(past, probs, "window", past.kept + 1)
+
+
+@given(st.sampled_from([2, 4, 8]), st.sampled_from(["token", "channel"]),
+       st.integers(1, 40), st.integers(1, 40), st.sampled_from([4, 16, 32]))
+def test_quantization_error_is_at_most_half_a_step_per_group(bits, axis, t, d, group):
+    x = torch.randn(1, 2, t, d, generator=torch.Generator().manual_seed(t * 41 + d))
+    y = K.quantize(x, bits, axis, group)
+    assert y.shape == x.shape
+    along = x if axis == "token" else x.transpose(-1, -2)
+    n = along.shape[-1]
+    worst = 0.0
+    for s in range(0, n, group):
+        g = along[..., s:s + group]
+        step = (g.amax(-1) - g.amin(-1)) / (2**bits - 1)
+        worst = max(worst, float(step.max()))
+    assert float((x - y).abs().max()) <= worst / 2 + 1e-5
+
+
+def test_per_channel_groups_tame_an_outlier_channel_that_per_token_groups_do_not():
+    # KIVI's observation, constructed: one key channel 50x larger than the rest
+    x = torch.randn(1, 1, 64, 32, generator=torch.Generator().manual_seed(0))
+    x[..., 5] *= 50
+    normal = [c for c in range(32) if c != 5]
+    err_token = (x - K.quantize(x, 4, "token", 32))[..., normal].abs().mean()
+    err_channel = (x - K.quantize(x, 4, "channel", 32))[..., normal].abs().mean()
+    assert err_channel < err_token / 5
+
+
+def test_sink_mass_of_uniform_attention_is_one():
+    t = 50
+    p = torch.tril(torch.ones(t, t))
+    p = (p / p.sum(-1, keepdim=True)).expand(1, 2, t, t)
+    assert K.sink_mass([p], after=8)[0] == pytest.approx([1.0, 1.0])
+
+
+def test_split_rejects_mixed_tasks():
+    with pytest.raises(ValueError, match="one task"):
+        K.split(_samples("single_needle", n=1) + _samples("variable_tracking", n=1))
+
+
+def test_compression_run_records_paired_outcomes(model):
+    from lclib.bench import compression as B
+    task = B.run_task(model, "single_needle", 64, n_per_depth=1)
+    r = {"depths": list(B.DEPTHS), "n_per_depth": 1, "tasks": {"single_needle": task}}
+    hits = task["hits"]
+    assert {len(h) for h in hits.values()} == {len(B.DEPTHS)}
+    assert len(hits) == 1 + 3 * (len(B.TOKEN_POLICIES) + 1) + len(B.QUANT)
+    p = B.paired(r, "single_needle", "window@0.125")
+    m = stats.mcnemar(B.outcomes(hits["window@0.125"]), B.outcomes(hits["full"]))
+    assert (p["only_a"], p["only_b"], p["p_value"]) == (m.only_a, m.only_b, m.p_value)
+    assert B.by_depth(r, "single_needle", "full") == [float(c == "1") for c in hits["full"]]
