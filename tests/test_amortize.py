@@ -1,4 +1,4 @@
-"""Amortization model: the seed's contract example, seed 002's cases, sympy twins, errors."""
+"""Amortization model: the case study's contract, the Hopper lecture's cases, sympy twins."""
 
 import math
 
@@ -14,21 +14,21 @@ LLAMA, H100 = "llama-3.3-70b", "h100-sxm"
 pos = st.floats(min_value=1e-3, max_value=1e4)
 
 
-def test_seed_000_contract_example_reproduces_with_its_assumptions():
-    # seed 000: 2N with N = 70e9, 128,000 tokens, 40% of an H100's 989.4 TFLOP/s -> ~45 s,
+def test_case_study_contract_example_reproduces_with_its_assumptions():
+    # the case study: 2N with N = 70e9, 128,000 tokens, 40% of an H100's 989.4 TFLOP/s -> ~45 s,
     # and 20 questions -> ~2.3 s each (the prefill share only)
-    seed_prefill = 2 * 70e9 * 128_000 / (0.4 * 989.4e12)
-    assert seed_prefill == pytest.approx(45.3, abs=0.05)
-    assert A.per_query_cost(seed_prefill, 20, 0.0) == pytest.approx(2.26, abs=0.01)
+    cs_prefill = 2 * 70e9 * 128_000 / (0.4 * 989.4e12)
+    assert cs_prefill == pytest.approx(45.3, abs=0.05)
+    assert A.per_query_cost(cs_prefill, 20, 0.0) == pytest.approx(2.26, abs=0.01)
     # with attention and the marginal work the prefill share alone is larger, and the answer
     # decode (1,000 tokens reading ~43 GB of KV per step) dominates
     c = A.query_cost(LLAMA, H100, 128_000, 200, 1000, 20)
-    assert c.prefill > 2 * seed_prefill
+    assert c.prefill > 2 * cs_prefill
     assert c.answer > c.prefill / 20 > 2.3
 
 
-def test_seed_002_system_prompt_case():
-    # seed 002: 100K system prompt + 1K turn on 4 H100 at 80%: ~5 s without the cache, ~50 ms
+def test_hopper_lecture_system_prompt_case():
+    # the Hopper lecture: 100K system prompt + 1K turn on 4 H100 at 80%: ~5 s without the cache, ~50 ms
     # with it. Both counted 2N only; attention to the cached prefix is not free.
     without = lclib.prefill_time(LLAMA, H100, 101_000, n_gpus=4, mfu=0.8)
     with_cache = A.incremental_prefill_time(LLAMA, H100, 100_000, 1000, n_gpus=4, mfu=0.8)

@@ -53,7 +53,7 @@ def test_every_request_is_served_in_order_of_its_own_events(n, chunk, priority, 
         assert s.ttft >= COST.compute(0, s.request.prompt) * (1 - 1e-9)  # never faster than alone
 
 
-def test_chunk_size_trade_off_for_seed_002_mix():
+def test_chunk_size_trade_off_for_the_hopper_lectures_mix():
     # 90% 2K prompts, 10% 128K prompts: with short-first ordering, 4K chunks bound the short
     # prompts' p99 TTFT far below 16K chunks and no chunking; under FCFS they do not
     reqs = S.mixed_workload(300, rate=0.1, seed=2)
