@@ -305,3 +305,19 @@ def test_compression_run_records_paired_outcomes(model):
     m = stats.mcnemar(B.outcomes(hits["window@0.125"]), B.outcomes(hits["full"]))
     assert (p["only_a"], p["only_b"], p["p_value"]) == (m.only_a, m.only_b, m.p_value)
     assert B.by_depth(r, "single_needle", "full") == [float(c == "1") for c in hits["full"]]
+
+
+def test_explorer_point_is_the_cost_model():
+    from lclib.explorers import compression_explorer, compression_point
+    from lclib.explorers.compression import FAMILIES
+    p = compression_point(131_072, "llama-3.3-70b", "token: sliding window on every layer", 3, 8)
+    assert p["setting"] == "window: 4K"
+    assert p["kv_gb"] * 1e9 == pytest.approx(80 * 2 * 8 * 128 * 2 * 4096)
+    assert p["users"] == lclib.kv_budget("llama-3.3-70b", "h200", 8) // (p["kv_gb"] * 1e9)
+    assert p["kv_gb_full"] * 1e9 == lclib.kv_cache_bytes("llama-3.3-70b", 131_072)
+    for family in FAMILIES:  # harsher settings never hold more
+        kv = [compression_point(2**20, "llama-3.1-8b", family, lv, 1)["kv_gb"] for lv in (1, 4)]
+        assert kv[1] < kv[0]
+    assert "window: 4K" in compression_explorer(steps=3).to_html()
+    with pytest.raises(ValueError, match="level"):
+        compression_point(1024, "llama-3.1-8b", "token: sliding window on every layer", 5, 1)

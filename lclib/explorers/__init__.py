@@ -23,6 +23,7 @@ _MODULES = {
     "fp8_capacity_explorer": "fp8", "outlier_explorer": "fp8",
     "rope_explorer": "rope",
     "case_study_explorer": "case_study",
+    "compression_explorer": "compression", "compression_point": "compression",
 }
 __all__ = list(_MODULES)
 
