@@ -375,21 +375,3 @@ class Server:
                 self.process.kill()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
-
-
-def recipe_command(recipe: Any, model: str, max_model_len: int) -> str:
-    """A `lclib.recipe.Recipe` as the `vllm serve` command line (vLLM 0.32 flags) for `model`."""
-    _positive("max_model_len")(max_model_len)
-    lines = [f"vllm serve {model}", f"--tensor-parallel-size {recipe.tp}"]
-    if recipe.cp > 1:  # vLLM's prefill context parallelism splits a prompt's prefill over ranks
-        lines.append(f"--prefill-context-parallel-size {recipe.cp}")
-    lines += [f"--max-model-len {max_model_len}",
-              f"--kv-cache-dtype {'fp8' if recipe.kv_dtype == 'fp8' else 'auto'}",
-              f"--max-num-batched-tokens {recipe.chunk}",
-              "--enable-prefix-caching" if recipe.prefix_caching else "--no-enable-prefix-caching"]
-    if recipe.weight_dtype == "fp8":
-        lines.append("--quantization fp8")
-    command = " \\\n  ".join(lines)
-    if recipe.weight_dtype == "int4":
-        command = "# INT4 weights: serve an AWQ or GPTQ checkpoint of the model\n" + command
-    return command

@@ -131,10 +131,22 @@ class Recipe:
         return self.table()
 
     def vllm_command(self, model: str, max_model_len: int) -> str:
-        """This recipe as a `vllm serve` command line for the Hugging Face id `model`."""
-        from .engine import recipe_command
-
-        return recipe_command(self, model, max_model_len)
+        """This recipe as a `vllm serve` command line (vLLM 0.32 flags) for the Hugging Face id
+        `model`."""
+        lines = [f"vllm serve {model}", f"--tensor-parallel-size {self.tp}"]
+        if self.cp > 1:  # vLLM's prefill context parallelism splits a prompt's prefill over ranks
+            lines.append(f"--prefill-context-parallel-size {self.cp}")
+        lines += [f"--max-model-len {positive_int('max_model_len', max_model_len)}",
+                  f"--kv-cache-dtype {'fp8' if self.kv_dtype == 'fp8' else 'auto'}",
+                  f"--max-num-batched-tokens {self.chunk}",
+                  "--enable-prefix-caching" if self.prefix_caching
+                  else "--no-enable-prefix-caching"]
+        if self.weight_dtype == "fp8":
+            lines.append("--quantization fp8")
+        command = " \\\n  ".join(lines)
+        if self.weight_dtype == "int4":
+            command = "# INT4 weights: serve an AWQ or GPTQ checkpoint of the model\n" + command
+        return command
 
 
 def _precision(model: ModelLike, gpu: GPULike, context: int, n_gpus: int, concurrency: int,
