@@ -111,6 +111,32 @@ def test_bf16_cache_is_close_but_not_exact(model: tinylm.TinyLM) -> None:
     assert torch.isfinite(fp32).all()
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("kv_dtype", ["fp32", "bf16", "e4m3-head"])
+def test_cache_writes_in_place_and_equals_decoding_every_chunk(model: tinylm.TinyLM,
+                                                               kv_dtype: str) -> None:
+    """KVCache keeps a preallocated decoded buffer (gpt-fast style): a decode step writes one
+    token into it instead of decoding and concatenating the whole cache."""
+    x = tokens(2, 40, seed=5)
+    _, cache = model.prefill(x[:, :30], kv_dtype=kv_dtype)
+    codec = tinylm.get_kv_codec(kv_dtype)
+    buffer = cache.append(0, *(torch.randn(2, 2, 1, 8) for _ in range(2)))[0]
+    cache.truncate(30)
+    for t in range(30, 40):
+        model.decode(x[:, t], cache)
+    k, _ = cache.append(0, *(torch.zeros(2, 2, 1, 8) for _ in range(2)))
+    assert k.data_ptr() == buffer.data_ptr()  # the same storage: written in place
+    every_chunk = torch.cat([codec.decode(c) for c in cache.keys[0]], dim=2)
+    assert torch.equal(k, every_chunk)  # what the old cache returned, bit for bit
+    cache.truncate(40)
+    fork = cache.fork()
+    model.decode(x[:, 0], fork)
+    assert cache.length == 40 and fork.length == 41 and len(cache.keys[0]) == 11
+    assert cache.nbytes == kv_cache_bytes(SMALL, 40, 2, codec.dtype)
+    with pytest.raises(ValueError, match="chunk boundary"):
+        cache.truncate(15)  # inside the prefill chunk
+
+
 def test_registered_codec_is_used(model: tinylm.TinyLM) -> None:
     calls = []
     codec = tinylm.KVCodec("fp16", lambda x: calls.append(x.shape) or x.half(),

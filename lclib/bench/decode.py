@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ..cost import kv_cache_bytes
+from ..measurements import CACHE_MARGIN, fit_past_cache
 from ..measurements import fit_bandwidth as fit_bandwidth  # re-exported for the chapter
-from ..measurements import fit_past_cache
 from ..models import ModelConfig, get_model
 from ..tinylm import KVCache, TinyLM
 from ..torch_env import device_gpu, last_level_cache_bytes, sdpa_backend, torch_dtype
@@ -105,16 +105,26 @@ def filled_cache(model: TinyLM, context: int, batch: int = 1, kv_dtype: str = "f
 
 @torch.no_grad()
 def tinylm_decode_times(model: TinyLM, contexts: Sequence[int], batch: int = 1,
-                        kv_dtype: str = "fp32", repeat: int = 7) -> list[dict[str, float]]:
+                        kv_dtype: str = "fp32", repeat: int = 7) -> list[dict[str, Any]]:
     """Seconds of one decode step of `model` (on the CPU) after each context of cached tokens,
     the median of `repeat` timings.
 
-    Each timed step extends a fork of the same filled cache, so every step sees `context` tokens.
+    Each timed step appends one token in place to the same filled cache and is then forgotten
+    (`KVCache.truncate`), so every step sees `context` tokens and copies no cache. A row's
+    "past_cache" says whether its K/V is past CACHE_MARGIN x the CPU's last-level cache (the
+    sizes a bandwidth fit should use).
     """
     rows = []
     token = torch.zeros(batch, dtype=torch.long)
+    floor = CACHE_MARGIN * (last_level_cache_bytes(torch.device("cpu")) or 0)
     for context in contexts:
         cache = filled_cache(model, context, batch, kv_dtype)
-        t = time_op(lambda c=cache: model.decode(token, c.fork()), torch.device("cpu"), repeat)
-        rows.append({"context": context, "t_step": t, "kv_bytes": cache.nbytes})
+
+        def step(c: KVCache = cache, n: int = context) -> None:
+            model.decode(token, c)
+            c.truncate(n)
+
+        t = time_op(step, torch.device("cpu"), repeat)
+        rows.append({"context": context, "t_step": t, "kv_bytes": cache.nbytes,
+                     "past_cache": cache.nbytes >= floor})
     return rows

@@ -7,6 +7,7 @@ from a forked cache equal answers recomputed from scratch, and the time saved is
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -15,10 +16,12 @@ import torch
 from ..amortize import incremental_prefill_time
 from ..models import ModelConfig
 from ..tinylm import CONFIG, KVCache, TinyLM, load
+from ..torch_env import synchronize
 from .core import experiment
 
 DEFAULT_SIZES = {"cpu": [512], "cuda": [16384]}
 QUESTIONS, QUESTION_TOKENS, ANSWER_TOKENS, CHUNK = 20, 16, 4, 128
+REPEATS = 3  # timed runs per size after a warm-up: one run of a shared machine can be far off
 GPU_CONFIG = CONFIG.with_(name="tinylm-wide", hidden_size=1024, n_layers=8, n_heads=16,
                           n_kv_heads=4, intermediate_size=2816)
 
@@ -60,8 +63,7 @@ def chunked_matches(model: TinyLM, doc: torch.Tensor, chunk: int) -> dict[str, f
 
 
 def sync(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return time.perf_counter()
 
 
@@ -93,7 +95,8 @@ def predicted_speedup(cfg: ModelConfig, doc_tokens: int, queries: int) -> float:
 @experiment("prefix_reuse")
 def prefix_reuse(device: torch.device, sizes: list[int] | None = None,
                  dtype: str = "fp32") -> dict[str, Any]:
-    """For each document length in `sizes`: chunked = one-shot, and reuse vs recompute time.
+    """For each document length in `sizes`: chunked = one-shot, and reuse vs recompute time
+    (the median of REPEATS runs after a warm-up; every run's speed-up is in "speedups").
 
     `dtype` is accepted for the common interface; TinyLM runs in fp32.
     """
@@ -106,10 +109,15 @@ def prefix_reuse(device: torch.device, sizes: list[int] | None = None,
         questions = [torch.randint(vocab, (1, QUESTION_TOKENS), generator=g).to(device)
                      for _ in range(QUESTIONS)]
         same = chunked_matches(model, doc, min(CHUNK, n))
-        run = reuse_vs_recompute(model, doc, questions, device)
+        reuse_vs_recompute(model, doc, questions[:1], device)  # warm-up
+        runs = [reuse_vs_recompute(model, doc, questions, device) for _ in range(REPEATS)]
+        speedups = sorted(r["t_recompute"] / r["t_reuse"] for r in runs)
         rows.append({"doc_tokens": n, "chunk": min(CHUNK, n), "chunked_logits_diff":
-                     same["logits"], "chunked_kv_diff": same["kv"], **run,
-                     "speedup": run["t_recompute"] / run["t_reuse"],
+                     same["logits"], "chunked_kv_diff": same["kv"],
+                     **{k: statistics.median(r[k] for r in runs)
+                        for k in ("t_recompute", "t_doc_prefill", "t_reuse")},
+                     "answers_equal": all(r["answers_equal"] for r in runs),
+                     "speedup": statistics.median(speedups), "speedups": speedups,
                      "predicted_prefill_speedup": predicted_speedup(model.config, n, QUESTIONS)})
     return {"model": model.config.name, "trained": trained, "questions": QUESTIONS,
             "question_tokens": QUESTION_TOKENS, "answer_tokens": ANSWER_TOKENS, "dtype": "fp32",

@@ -8,6 +8,7 @@ K/V through a codec (`lclib.tinylm.kv_codecs`: fp32, bf16, fp8 and int8 ones, or
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +30,15 @@ RopeFn = Callable[[int, float, Any, Any], tuple[Tensor, float]]
 
 @dataclass
 class KVCache:
-    """Per-layer K and V, each a list of encoded chunks of shape [B, H_kv, chunk, D].
+    """Per-layer K and V: the stored (encoded) chunks, and a preallocated decoded buffer.
 
-    Appending never writes into stored tensors, so `fork()` can share them: a fork and its
-    parent grow independently from the shared prefix.
+    `keys[layer]` / `values[layer]` list the chunks as the codec stored them, [B, H_kv, chunk,
+    D] each (what `nbytes` counts). Attention reads a decoded buffer per layer that is
+    allocated ahead (capacity doubling) and written in place, as gpt-fast's static cache is:
+    appending decodes only the new tokens, and a decode step reads the cache once, with no
+    concatenation. The buffer holds decode(encode(x)), so results equal decoding every chunk
+    on every read. `fork()` shares the stored chunks and copies the buffers once; `truncate`
+    forgets the last tokens (whole appended chunks), e.g. to re-time one decode step.
     """
 
     n_layers: int
@@ -47,20 +53,59 @@ class KVCache:
         if not self.keys:
             self.keys = [[] for _ in range(self.n_layers)]
             self.values = [[] for _ in range(self.n_layers)]
+        self._buffers: list[tuple[Tensor, Tensor] | None] = [None] * self.n_layers
+
+    def _buffer(self, layer: int, k: Tensor, end: int) -> tuple[Tensor, Tensor]:
+        """This layer's decoded buffers with room for `end` tokens (grown by doubling)."""
+        held = self._buffers[layer]
+        if held is not None and held[0].shape[2] >= end:
+            return held
+        capacity = max(end, 256, 2 * held[0].shape[2] if held is not None else 0)
+        b, h, _, d = k.shape
+        new = tuple(torch.empty(b, h, capacity, d, dtype=k.dtype, device=k.device)
+                    for _ in range(2))
+        if self.length:  # keep what is cached: from the old buffer, or decoded once
+            old = held or tuple(torch.cat([self.codec.decode(c) for c in side], dim=2)
+                                for side in (self.keys[layer], self.values[layer]))
+            for dst, src in zip(new, old, strict=True):
+                dst[:, :, :self.length] = src[:, :, :self.length]
+        self._buffers[layer] = new
+        return new
 
     def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store one layer's new K/V; return that layer's whole K/V, decoded."""
-        self.keys[layer].append(self.codec.encode(k))
-        self.values[layer].append(self.codec.encode(v))
+        """Store one layer's new K/V; return that layer's whole K/V, decoded (views of the
+        buffer: valid until the next append)."""
+        ek, ev = self.codec.encode(k), self.codec.encode(v)
+        self.keys[layer].append(ek)
+        self.values[layer].append(ev)
         self.n_elements += k.numel() + v.numel()
-        decode = self.codec.decode
-        return (torch.cat([decode(c) for c in self.keys[layer]], dim=2),
-                torch.cat([decode(c) for c in self.values[layer]], dim=2))
+        dk, dv = self.codec.decode(ek), self.codec.decode(ev)
+        start, end = self.length, self.length + k.shape[2]
+        bk, bv = self._buffer(layer, dk, end)
+        bk[:, :, start:end], bv[:, :, start:end] = dk, dv
+        return bk[:, :, :end], bv[:, :, :end]
 
     def fork(self) -> KVCache:
         """A cache with the same prefix that can be extended without touching this one."""
-        return KVCache(self.n_layers, self.kv_dtype, [list(k) for k in self.keys],
-                       [list(v) for v in self.values], self.length, self.n_elements)
+        other = KVCache(self.n_layers, self.kv_dtype, [list(k) for k in self.keys],
+                        [list(v) for v in self.values], self.length, self.n_elements)
+        other._buffers = [None if b is None else tuple(x.clone() for x in b)
+                          for b in self._buffers]
+        return other
+
+    def truncate(self, length: int) -> None:
+        """Forget every token from `length` on; ValueError unless that ends an appended chunk."""
+        sizes = [c.shape[2] for c in self.keys[0]] if self.n_layers else []
+        kept = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        if length not in kept or length > self.length:
+            raise ValueError(f"pass a length at a chunk boundary, one of {kept}; got {length}")
+        n = kept.index(length)
+        for side in (self.keys, self.values):
+            for layer in range(self.n_layers):
+                dropped = side[layer][n:]
+                self.n_elements -= sum(math.prod(c.shape) for c in dropped)
+                del side[layer][n:]
+        self.length = length
 
     @property
     def nbytes(self) -> int:
@@ -95,6 +140,11 @@ class Attention(nn.Module):
         mask = None
         if past and t > 1:  # a chunk after a prefix sees the whole prefix, causal within
             mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
+        if x.is_cuda and (mask is not None or q.dtype == torch.float32):
+            # CUDA's only fused kernel with GQA (flash) takes neither fp32 nor a mask: expanded
+            # K/V let the memory-efficient kernel run instead of the S x S math fallback
+            group = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                              is_causal=not past and t > 1, enable_gqa=True)
         return self.o(out.transpose(1, 2).reshape(b, t, -1))
