@@ -260,7 +260,7 @@ class Line(_Chart):
 
     def spec(self, ex: Explorer) -> dict[str, Any]:
         a, control = ex.axis(self.x)
-        values = [v for k in self.keys for v in ex.grid.columns[k]]
+        values = [v for k in self.keys for v in ex.grid.columns[k] if v is not None]
         ydom, yticks = (_log_axis if self.log_y else _linear_axis)(values)
         vals = control.values
         return {**self._spec("line", ydom, yticks), "x": a, "logx": control.log,
@@ -271,7 +271,7 @@ class Line(_Chart):
         a, control = ex.axis(self.x)
         i = state[a]
         for key, (color, label, _) in zip(self.y, self.legend(), strict=False):
-            ys = ex.grid.curve(key, a, state)
+            ys = [math.nan if y is None else y for y in ex.grid.curve(key, a, state)]
             ax.plot(control.values, ys, color=color, lw=2, label=label)
             ax.plot(control.values[i], ys[i], "o", color=color, mec="black")
         ax.axvline(control.values[i], color="gray", ls=":", lw=1)
@@ -437,9 +437,11 @@ class Explorer:
 
     def _number(self, out: Mapping[str, Any], key: str, kwargs: dict[str, Value]) -> Value:
         v = _get(out, key, kwargs)
+        if v is None:  # a gap: a line chart leaves the point out (e.g. a batch that does not fit)
+            return None
         if not (_is_number(v) and math.isfinite(v)):
             raise ValueError(f"compute({_kw(kwargs)})[{key!r}] = {v!r}; charts need a finite "
-                             "number there")
+                             "number there, or None for a gap in a line")
         return v if isinstance(v, int) else _round_sig(v, self.precision)
 
     @cached_property

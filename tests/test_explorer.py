@@ -305,3 +305,26 @@ def test_slider_defaults() -> None:
     assert LogSlider("s", "s", 1, 1000, steps=4, default=90).init == 2  # nearest on a log axis
     assert Slider("s", "s", [1, 2, 3, 4]).init == 2
     assert Dropdown("d", "d", ["a", "b"]).init == 0
+
+
+def test_a_none_value_is_a_gap_in_a_line() -> None:
+    # chapter 2 leaves a batch that does not fit out of its decode chart
+    ex = Explorer(lambda x: {"y": None if x > 2 else float(x)},
+                  controls=[Slider("x", "x", [1, 2, 3, 4])], views=[Line(x="x", y=["y"])])
+    assert ex.grid.columns["y"] == [1.0, 2.0, None, None]
+    assert ex.data()["charts"][0]["ydom"][1] >= 2 and "null" in ex.to_html()
+
+
+def test_the_face_exports_every_chapter_builder():
+    import importlib
+    import pkgutil
+
+    import lclib.explorers as face
+
+    builders = {name for m in pkgutil.iter_modules(face.__path__) if m.name != "parts"
+                for name in dir(importlib.import_module(f"lclib.explorers.{m.name}"))
+                if name.endswith("_explorer")}
+    assert builders == {n for n in face.__all__ if n.endswith("_explorer")}
+    assert all(callable(getattr(face, n)) for n in face.__all__)
+    with pytest.raises(AttributeError):
+        face.no_such_explorer  # noqa: B018

@@ -58,17 +58,21 @@ function setup(svg, c) {
 function drawLine(c) {
   var ax = D.axes[c.x], x = c.sx(ax.values[state[c.x]]);
   c.y.forEach(function (key, k) {
-    var pts = ax.values.map(function (v, i) {
-      return c.sx(v) + "," + c.sy(num(key, moved(c.x, i)));
+    var d = "", pen = "M";  // a null value is a gap: the line lifts and starts again after it
+    ax.values.forEach(function (v, i) {
+      var y = num(key, moved(c.x, i));
+      if (y === null) { pen = "M"; return; }
+      d += pen + c.sx(v) + "," + c.sy(y);
+      pen = "L";
     });
-    add(c.layer, "path", {d: "M" + pts.join("L"), fill: "none", stroke: c.colors[k],
+    if (d) add(c.layer, "path", {d: d, fill: "none", stroke: c.colors[k],
       "stroke-width": 2.2, "class": "lc-series"});
   });
   if (c.cap) hline(c.layer, c, c.sy(num(c.cap, state)), c.box[0], c.box[2], "lc-capacity");
   add(c.layer, "line", {x1: x, x2: x, y1: c.box[1], y2: c.box[3], "class": "lc-guide"});
   c.y.forEach(function (key, k) {
-    add(c.layer, "circle", {cx: x, cy: c.sy(num(key, state)), r: 4.5, fill: c.colors[k],
-      "class": "lc-marker"});
+    if (num(key, state) !== null) add(c.layer, "circle", {cx: x, cy: c.sy(num(key, state)),
+      r: 4.5, fill: c.colors[k], "class": "lc-marker"});
   });
 }
 function drawBars(c) {
