@@ -243,6 +243,22 @@ def ntk_base(head_dim: int, rope_theta: float, factor: float, max_position_embed
     return rope_theta * stretch ** (head_dim / (head_dim - 2))
 
 
+def stale_key_angle(head_dim: int, rope_theta: float, max_position_embeddings: int,
+                    key_position: int, written_at: int, read_at: int,
+                    factor: float = 1.0) -> Tensor:
+    """Per pair, the angle (radians, float64) by which dynamic NTK's rotation of a cached key is
+    off: the key at `key_position` was rotated when the sequence had `written_at` tokens, the
+    query rotates with the base for `read_at` tokens, so the score sees
+    key_position · (θ_i(read_at) − θ_i(written_at)) on top of the relative angle."""
+    if not 0 <= key_position < written_at <= read_at:
+        raise ValueError("need 0 <= key_position < written_at <= read_at (a key is cached "
+                         f"before it is read), got {key_position}, {written_at}, {read_at}")
+    scaling = {"rope_type": "dynamic", "factor": factor}
+    old, new = (inv_freq(head_dim, rope_theta, scaling, max_position_embeddings, n)[0].double()
+                for n in (written_at, read_at))
+    return key_position * (new - old)
+
+
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Apply RoPE (the Llama "rotate half" layout) to x [B, H, T, D]."""
     half = x.shape[-1] // 2

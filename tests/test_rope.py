@@ -231,13 +231,17 @@ def test_tinylm_takes_scaled_rope_through_its_hook():
 
 def test_rope_experiment_runs_tiny_on_cpu():
     from lclib.bench import run_experiment
-    from lclib.bench.rope import METHODS, scaling_for
+    from lclib.bench.rope import METHODS, STATIC, scaling_for
     n = lclib.tinylm.CONFIG.max_position_embeddings
     run = run_experiment("rope", device="cpu", sizes=[2 * n, n], out=None)
     rows = {(r["method"], r["length"]): r for r in run["rows"]}
     assert len(rows) == len(METHODS) * 2 and run["inputs"]["lengths"] == [n, 2 * n]
-    at_1x = {(rows[m, n]["accuracy"], rows[m, n]["loss"]) for m in METHODS}
-    assert len(at_1x) == 1  # every method is plain RoPE at the training length
+    adaptive = [m for m in METHODS if m not in STATIC]
+    at_1x = {(rows[m, n]["accuracy"], rows[m, n]["loss"]) for m in adaptive}
+    assert len(at_1x) == 1  # every adaptive method is plain RoPE at the training length
+    for m in STATIC:  # a static factor applies at every length, the training length included
+        assert rows[m, n]["loss"] != rows["none", n]["loss"]
+    assert rows["yarn_x8", n]["attention_factor"] == pytest.approx(1 + 0.1 * math.log(8))
     assert rows["yarn", 2 * n]["attention_factor"] == pytest.approx(1 + 0.1 * math.log(2))
     assert rows["pi", 2 * n]["attention_factor"] == 1.0
     assert all(0 <= r["accuracy"] <= 1 and r["loss"] > 0 for r in rows.values())
@@ -273,11 +277,95 @@ def test_exercise_master_embeds_the_stored_transformers_numbers():
         assert e["inv_freq"] == pytest.approx(s["inv_freq"], rel=1e-8)
 
 
+@pytest.mark.slow
 def test_the_checkpoint_needs_scaling_past_its_training_length():
     """Chapter 6's story, on the committed checkpoint: plain RoPE fails at 4x, YaRN holds."""
     from lclib.bench.rope import extrapolation
     model = lclib.tinylm.load()
     n = model.config.max_position_embeddings
-    rows = {r["method"]: r["accuracy"] for r in extrapolation(model, [4 * n], 8)}
-    assert rows["none"] < 0.5
-    assert rows["yarn"] > 0.9
+    rows = {(r["method"], r["multiple"]): r["accuracy"]
+            for r in extrapolation(model, [n, 2 * n, 4 * n], 4,
+                                   methods=("none", "yarn", "yarn_x8", "pi_x8"))}
+    assert rows["none", 4] < 0.5
+    assert rows["yarn", 4] > 0.9
+    # chapter 6's static configurations: YaRN x8 holds at 1x and 2x, PI x8 breaks at 1x
+    assert min(rows["yarn_x8", 1], rows["yarn_x8", 2], rows["yarn_x8", 4]) > 0.9
+    assert rows["pi_x8", 1] < 0.5
+
+
+def test_yarn_keeps_one_tinylm_pair_and_24_of_qwens():
+    """Chapter 6: TinyLM (d 32, base 1e4, 256 tokens) keeps pair 0 only, blends 1-6 and divides
+    9; Qwen2.5-72B (d 128, base 1e6, 32K) keeps 24 of its 64 pairs."""
+    from lclib.tinylm import CONFIG
+    n = CONFIG.max_position_embeddings
+    tiny = rope.per_dimension(CONFIG.head_dim, CONFIG.rope_theta, {
+        "rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": n})["treatment"]
+    assert tiny == ["extrapolated"] + ["ramp"] * 6 + ["interpolated"] * 9
+    qwen = lclib.get_model("qwen2.5-72b")
+    q = rope.per_dimension(qwen.head_dim, qwen.rope_theta, qwen.rope_scaling)["treatment"]
+    assert q.count("extrapolated") == 24 and q[:24] == ["extrapolated"] * 24
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([32, 64, 128]), st.integers(0, 10_000), st.floats(1.0, 32.0))
+def test_rotation_keeps_norms_and_only_yarns_factor_scales_k(head_dim, position, factor):
+    """The Hopper lecture's "rescaled RoPE values have a wider numeric range": every RoPE
+    variant preserves a key's norm; YaRN's attention factor (1.1386 at s = 4) scales it."""
+    k = torch.randn(1, 1, 1, head_dim, dtype=torch.float64)
+    scaling = {"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": 4096}
+    for inv, att in (rope.inv_freq(head_dim, 1e6), rope.inv_freq(head_dim, 1e6, scaling)):
+        angles = torch.cat([position * inv.double()] * 2)
+        out = rope.rotate(k, att * angles.cos(), att * angles.sin())
+        assert out.norm().item() == pytest.approx(att * k.norm().item(), rel=1e-9)
+    assert rope.inv_freq(128, 1e6, {**scaling, "factor": 4.0})[1] == pytest.approx(1.1386,
+                                                                                 abs=5e-5)
+
+
+def test_stale_keys_are_off_by_position_times_the_frequency_change():
+    args = (32, 1e4, 256)
+    angle = rope.stale_key_angle(*args, key_position=200, written_at=256, read_at=1024)
+    old = rope.inv_freq(*args[:2], {"rope_type": "dynamic", "factor": 1.0}, 256, 256)[0]
+    new = rope.inv_freq(*args[:2], {"rope_type": "dynamic", "factor": 1.0}, 256, 1024)[0]
+    assert torch.allclose(angle, 200 * (new.double() - old.double()))
+    assert angle[0] == 0 and (angle[1:] < 0).all()  # pair 0 never moves; the rest lag
+    assert (rope.stale_key_angle(*args, 200, 1024, 1024) == 0).all()  # same base: no error
+    with pytest.raises(ValueError, match="cached"):
+        rope.stale_key_angle(*args, 300, 256, 1024)
+
+
+def test_chunked_dynamic_ntk_matches_one_pass_only_while_the_base_holds():
+    from lclib.bench.rope import apply, hidden_in_chunks
+    from lclib.tinylm import CONFIG, TinyLM
+    torch.manual_seed(0)
+    model, n = TinyLM(CONFIG).eval(), CONFIG.max_position_embeddings
+    tokens = torch.randint(0, CONFIG.vocab_size, (1, 2 * n))
+    with torch.no_grad():
+        plain = model.hidden(tokens)
+        assert torch.allclose(hidden_in_chunks(model, tokens, n // 2), plain, atol=1e-4)
+        one_pass = apply(model, "ntk", 2 * n).hidden(tokens)
+        chunked = hidden_in_chunks(model, tokens, n)
+        # the first chunk (within the trained length) was written with the plain base
+        assert torch.allclose(chunked[:, :n], plain[:, :n], atol=1e-4)
+        assert not torch.allclose(chunked[:, n:], one_pass[:, n:], atol=1e-3)
+        assert torch.allclose(hidden_in_chunks(model, tokens, 2 * n), one_pass, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_vllm_dynamic_ntk_is_one_table_for_every_length():
+    """The course module's "vLLM supports Dynamic NTK automatically": vLLM's dynamic NTK builds
+    one cos/sin table at load time, with the base for the longest served length, so a short
+    prompt gets the enlarged base too (no per-length recomputation)."""
+    dynamic = pytest.importorskip(
+        "vllm.model_executor.layers.rotary_embedding.dynamic_ntk_scaling_rope")
+    from vllm.config import VllmConfig, set_current_vllm_config
+    served, trained, d = 1024, 256, 32
+    with set_current_vllm_config(VllmConfig()):
+        emb = dynamic.DynamicNTKScalingRotaryEmbedding(d, d, served, trained, 1e4, True, 1.0,
+                                                       torch.float32)
+    expected = rope.inv_freq(d, 1e4, {"rope_type": "dynamic", "factor": 1.0}, trained, served)[0]
+    cos = emb.cos_sin_cache[:, : d // 2].float()
+    positions = torch.arange(cos.shape[0], dtype=torch.float32)[:, None]
+    assert cos.shape[0] == served
+    assert torch.allclose(cos[:16], (positions[:16] * expected).cos(), atol=1e-5)  # short prompt
+    plain = rope.inv_freq(d, 1e4)[0]
+    assert not torch.allclose(cos[1:16], (positions[1:16] * plain).cos(), atol=1e-3)
