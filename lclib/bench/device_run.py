@@ -7,7 +7,8 @@ goes, so that whatever is measured before a failure or the end of the slot is ke
 1. ceilings: a 4 GiB copy (bandwidth), an 8192^3 bf16 GEMM (FLOP/s), SDPA's kernel choices;
 2. crossover: one Llama-3.3-70B layer, 4K-128K tokens, linear MFU, attention per backend;
 3. decode: that layer's bf16 decode attention, 4K-1M tokens, the fitted HBM fraction;
-4. fp8_decode: bf16 SDPA vs compiled bf16 vs compiled (and Triton, if built) e4m3, to 1M;
+4. fp8_decode: bf16 SDPA vs compiled bf16 vs compiled e4m3 vs the Triton split-KV kernel
+   (`lclib.triton_decode`), to 1M;
 5. ring: 8 simulated ranks vs SDPA with the same flash kernel, 32K-128K;
 6. ring_nccl: `torchrun --nproc-per-node 1 -m lclib.ring --verify --device cuda` (NCCL).
 
