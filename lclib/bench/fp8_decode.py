@@ -95,7 +95,8 @@ def fp8_decode(device: torch.device, sizes: list[int] | None = None, dtype: str 
     gpu, gen = device_gpu(device), torch.Generator(device).manual_seed(0)
     peak = gpu.hbm_bandwidth if gpu else None
     run = run or Run(None, {})
-    compile_s: dict[str, float] = {}
+    compile_s: dict[str, float] = {}  # first-call seconds per variant (compile, Triton JIT)
+    failed: dict[str, str] = {}
 
     def measure(seq: int) -> dict[str, Any]:
         q = torch.randn(1, n_q, 1, d, generator=gen, device=device, dtype=base_dtype)
@@ -105,16 +106,23 @@ def fp8_decode(device: torch.device, sizes: list[int] | None = None, dtype: str 
         variants = {"sdpa": lambda: sdpa_decode(q, k, v),
                     "base": lambda: compiled(q, k, v),
                     "fp8": lambda: compiled(q, k8.data, v8.data, k8.scale, v8.scale)}
-        if kernel is not None:
+        if kernel is not None and "triton_fp8" not in failed:
             variants["triton_fp8"] = lambda: kernel(q, k8.data, v8.data, k8.scale, v8.scale)
         row: dict[str, Any] = {"seq_len": seq, "bytes_base": k.nbytes + v.nbytes,
                                "bytes_fp8": k8.nbytes + v8.nbytes,
                                "backend_sdpa": sdpa_backend(
                                    q.reshape(1, n_kv, n_q // n_kv, d), k, v)}
         row["setup_s"] = 0.0  # compile time spent at this size (core.Run leaves it out)
-        for name, fn in variants.items():
-            if name in ("base", "fp8") and name not in compile_s:
-                compile_s[name] = first_call_seconds(fn, device)
+        for name, fn in list(variants.items()):
+            if name != "sdpa" and name not in compile_s:
+                try:
+                    compile_s[name] = first_call_seconds(fn, device)
+                except Exception as err:  # a kernel that does not build must not cost the rest
+                    if name != "triton_fp8":
+                        raise
+                    failed[name] = f"{type(err).__name__}: {str(err)[:300]}"
+                    del variants[name]
+                    continue
                 row["setup_s"] += compile_s[name]
             row[f"first_call_{name}"] = first_call_seconds(fn, device)
             row[f"t_{name}"] = time_op(fn, device)
@@ -138,7 +146,7 @@ def fp8_decode(device: torch.device, sizes: list[int] | None = None, dtype: str 
     return {"shape": {"n_heads": n_q, "n_kv_heads": n_kv, "head_dim": d, "layers": 1},
             "dtype": dtype, "hbm_peak": peak, "gpu": gpu.name if gpu else None,
             "compile_backend": COMPILE_BACKEND[device.type], "compile_s": compile_s,
-            "triton": kernel is not None,
+            "triton": kernel is not None and not failed, "failed": failed,
             "bytes_ratio": rows[-1]["bytes_fp8"] / rows[-1]["bytes_base"],
             "time_ratio": rows[-1]["time_ratio"],
             "time_ratio_vs_sdpa": rows[-1]["time_ratio_vs_sdpa"]}
