@@ -139,6 +139,7 @@ def test_explorer_corners_are_finite_and_match_the_model():
 
 
 # --- load balance, Ulysses, pass-KV vs pass-Q, disaggregation, Meta's 1M prefill --------------
+cp = context_parallel
 
 @pytest.mark.parametrize("n", [1, 2, 4, 8, 16])
 def test_ring_wall_clock_matches_the_per_step_work(n):
@@ -149,42 +150,42 @@ def test_ring_wall_clock_matches_the_per_step_work(n):
         steps = block_flops(64 * n, n, layout, True, n_heads=1, head_dim=8)
         full = block_flops(64 * n, n, "contiguous", False, n_heads=1, head_dim=8)[0][0]
         wall = sum(max(rank[s] for rank in steps) for s in range(n)) / full
-        assert context_parallel.ring_wall_clock(n, layout) == pytest.approx(wall)
+        assert cp.ring_wall_clock(n, layout) == pytest.approx(wall)
 
 
 def test_contiguous_is_about_twice_zigzag_in_wall_clock_not_2n_minus_1():
     # the page's 4-rank table: 3.5 / 2 = 1.75; 8 ranks: 7.5 / 4 = 1.875 = (2N-1)/N, not 15
-    assert context_parallel.ring_wall_clock(4, "contiguous") / context_parallel.ring_wall_clock(4) == 1.75
-    assert context_parallel.ring_wall_clock(8, "contiguous") / context_parallel.ring_wall_clock(8) == 15 / 8
+    assert cp.ring_wall_clock(4, "contiguous") / cp.ring_wall_clock(4) == 1.75
+    assert cp.ring_wall_clock(8, "contiguous") / cp.ring_wall_clock(8) == 15 / 8
     # ring-flash-attention's README, 8xH800 forward: ring 52.1% vs zigzag 85.2% of ideal = 1.64x
     assert 85.2 / 52.1 < 15 / 8
     with pytest.raises(ValueError, match="layout"):
-        context_parallel.ring_wall_clock(4, "striped")
+        cp.ring_wall_clock(4, "striped")
 
 
 def test_ulysses_cannot_split_eight_kv_heads_further_at_tp8():
-    assert context_parallel.ulysses_max_degree(LLAMA, tp=8) == 1  # one K/V head per TP rank
-    assert context_parallel.ulysses_max_degree(LLAMA, tp=2) == 4
-    assert context_parallel.ulysses_max_degree(LLAMA, tp=1) == 8
+    assert cp.ulysses_max_degree(LLAMA, tp=8) == 1  # one K/V head per TP rank
+    assert cp.ulysses_max_degree(LLAMA, tp=2) == 4
+    assert cp.ulysses_max_degree(LLAMA, tp=1) == 8
 
 
 def test_pass_q_moves_less_for_decode_and_pass_kv_for_a_fresh_prefill():
     # per layer, bf16: K/V 2*1024 B per token; Q + O 2*8192*2 B and LSE 64*4 B per new token
-    fresh = context_parallel.pass_kv_vs_pass_q(LLAMA, 131_072)
+    fresh = cp.pass_kv_vs_pass_q(LLAMA, 131_072)
     assert fresh == {"pass_kv": 4096 * 131_072, "pass_q": (32_768 + 256) * 131_072}
     assert fresh["pass_kv"] < fresh["pass_q"]
-    decode = context_parallel.pass_kv_vs_pass_q(LLAMA, 1, cached_tokens=2**20)
+    decode = cp.pass_kv_vs_pass_q(LLAMA, 1, cached_tokens=2**20)
     assert decode["pass_q"] * 1000 < decode["pass_kv"]
     # a question of 1,024 tokens over a cached 128K document: pass-Q still moves less
-    q = context_parallel.pass_kv_vs_pass_q(LLAMA, 1024, cached_tokens=131_072)
+    q = cp.pass_kv_vs_pass_q(LLAMA, 1024, cached_tokens=131_072)
     assert q["pass_q"] < q["pass_kv"]
 
 
 def test_disaggregated_kv_transfer():
     # 1M tokens of bf16 KV = 343.6 GB, over 8 InfiniBand NDR ports of 50 GB/s: 0.86 s
-    t = context_parallel.kv_transfer_time(LLAMA, "h100-sxm", 2**20, n_gpus=8)
+    t = cp.kv_transfer_time(LLAMA, "h100-sxm", 2**20, n_gpus=8)
     assert t == pytest.approx(327_680 * 2**20 / (8 * 50e9))
-    assert context_parallel.kv_transfer_time(LLAMA, "h100-sxm", 2**20, kv_dtype="fp8") == pytest.approx(t / 2)
+    assert cp.kv_transfer_time(LLAMA, "h100-sxm", 2**20, kv_dtype="fp8") == pytest.approx(t / 2)
 
 
 def test_meta_405b_million_token_prefill_in_77_s():
@@ -196,8 +197,8 @@ def test_meta_405b_million_token_prefill_in_77_s():
     mfu = lclib.cost.implied_mfu("llama-3.1-405b", "h100-sxm", 2**20, 77, n_gpus=128)
     assert mfu == pytest.approx(flops / (77 * 128 * 989.4e12)) and round(mfu, 2) == 0.55
     # CP = 16 nodes x TP = 8: 65,536 tokens per rank, far past the InfiniBand overlap threshold
-    assert 2**20 / 16 > 10 * context_parallel.overlap_threshold("llama-3.1-405b", "h100-sxm", "infiniband")
-    ring = context_parallel.ring_prefill_time("llama-3.1-405b", "h100-sxm", 2**20, tp=8, cp=16,
+    assert 10 * cp.overlap_threshold("llama-3.1-405b", "h100-sxm", "infiniband") < 2**20 / 16
+    ring = cp.ring_prefill_time("llama-3.1-405b", "h100-sxm", 2**20, tp=8, cp=16,
                                link="infiniband", mfu=mfu)
     assert ring == pytest.approx(77, rel=0.01)  # communication hides: the ring adds nothing
 
@@ -205,9 +206,24 @@ def test_meta_405b_million_token_prefill_in_77_s():
 def test_one_shot_1m_prefill_needs_cp_even_at_tp8():
     # TP = 8: 17.6 GB of weights + 42.9 GB of KV = 60.6 GB per GPU fits 85.5 GB chunked, but a
     # one-shot prefill adds 17.2 GB of residual stream and 22.5 GB of MLP intermediates
-    assert context_parallel.min_cp(LLAMA, "h100-sxm", 2**20, tp=8) == 1
+    assert cp.min_cp(LLAMA, "h100-sxm", 2**20, tp=8) == 1
     one_shot = lclib.Reserve(prefill_chunk=2**20)
     per_gpu = 141.1e9 / 8 + 343.6e9 / 8 + lclib.activation_bytes(LLAMA, 2**20, 8)
     assert per_gpu > lclib.get_gpu("h100-sxm").hbm_bytes
-    assert context_parallel.min_cp(LLAMA, "h100-sxm", 2**20, tp=8, reserve=one_shot) == 2
-    assert context_parallel.min_cp(LLAMA, "h100-sxm", 2**20, tp=8, reserve=lclib.VLLM_RESERVE) == 1
+    assert cp.min_cp(LLAMA, "h100-sxm", 2**20, tp=8, reserve=one_shot) == 2
+    assert cp.min_cp(LLAMA, "h100-sxm", 2**20, tp=8, reserve=lclib.VLLM_RESERVE) == 1
+
+
+def test_case_study_gb_are_320000_bytes_per_token():
+    # its "320 GB at 1M" and "41 GB at 128K" are 320,000 B x 10^6 and x 128,000, not 327,680 B
+    assert 320_000 * 10**6 / 1e9 == 320.0 and 320_000 * 128_000 / 1e9 == 40.96
+    assert lclib.kv_cache_bytes(LLAMA, 10**6) / 1e9 == pytest.approx(327.68)
+    assert lclib.kv_cache_bytes(LLAMA, 128_000) / 1e9 == pytest.approx(41.94, abs=0.01)
+
+
+def test_fp8_kv_halves_the_threshold_only_at_the_bf16_attention_rate():
+    bf16 = cp.overlap_threshold(LLAMA, "h100-sxm", "infiniband")
+    fp8_kv = cp.overlap_threshold(LLAMA, "h100-sxm", "infiniband", kv_dtype="fp8")
+    both = cp.overlap_threshold(LLAMA, "h100-sxm", "infiniband", kv_dtype="fp8",
+                                              dtype="fp8")
+    assert fp8_kv == pytest.approx(bf16 / 2) and both == pytest.approx(bf16, rel=1e-3)
