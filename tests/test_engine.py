@@ -190,3 +190,13 @@ def test_recipe_prints_a_command_vllm_parses(gpus, concurrency):
     assert args.enable_prefix_caching is r.prefix_caching
     assert args.kv_cache_dtype == ("fp8" if r.kv_dtype == "fp8" else "auto")
     assert (args.quantization == "fp8") is (r.weight_dtype == "fp8")
+
+
+@given(st.integers(1, 5000), st.integers(16, 2048), st.floats(1e-3, 1.0), st.floats(1e-6, 1e-3))
+def test_measured_step_cost_drives_the_scheduler(prompt, chunk, overhead, per_token):
+    from lclib import scheduler
+
+    cost = engine.MeasuredStepCost(overhead_s=overhead, per_token_s=per_token)
+    [served] = scheduler.simulate([scheduler.Request(0.0, prompt, 1)], cost, chunk=chunk)
+    pieces = [chunk] * (prompt // chunk) + [prompt % chunk] * bool(prompt % chunk)
+    assert served.ttft == pytest.approx(sum(max(per_token * n, overhead) for n in pieces))
