@@ -1,5 +1,7 @@
 """Chapter 8's explorer and the RULER-like suite experiment."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -26,8 +28,17 @@ def test_explorer_is_small_and_survives_its_ends():
 def test_both_walls_close_together():
     lo, hi = C.case_point(2**17, 20, "bf16"), C.case_point(2**20, 20, "bf16")
     assert hi["prefill_s"] / lo["prefill_s"] > 8  # super-linear: 8x the tokens
-    assert lo["gpus_memory"] == lclib.cp_gpus_needed(C.CASE_MODEL, C.CASE_GPU, 2**17)
+    # a layout an engine can run (TP 1, 2, 4 or 8), never fewer GPUs than bytes / HBM
+    assert lo["gpus_memory"] == 4 > lclib.cp_gpus_needed(C.CASE_MODEL, C.CASE_GPU, 2**17) == 3
     assert hi["gpus_memory"] > lo["gpus_memory"] and hi["gpus_ttft"] > lo["gpus_ttft"]
+
+
+def test_explorer_grid_holds_the_pages_contract():
+    p = C.case_point(128_000, 20, "bf16", 8)
+    page = lclib.amortize.query_cost(C.CASE_MODEL, C.CASE_GPU, 128_000, 200, 1000, 20,
+                                     decode_batch=8)
+    assert 128_000 in C.CONTEXTS and 20 in C.QUERIES
+    assert p["per_query_s"] == pytest.approx(page.per_query)
 
 
 def test_per_query_cost_collapses_to_the_marginal():
@@ -45,20 +56,39 @@ def test_niah_suite_tiny_on_cpu():
         assert report["accuracy"] == pytest.approx(ref.mean(1))
         for name, delta in report["delta"].items():
             assert delta == pytest.approx(np.array(report["runs"][name]).mean(1) - ref.mean(1))
+        n = run["n_samples"] * len(run["depths"])
+        for name, tests in report["paired"].items():  # paired against the same prompts
+            for t, d in zip(tests, report["delta"][name], strict=True):
+                assert t["n"] == n and t["diff"] == pytest.approx(-d)
+                assert t["both"] + t["only_a"] + t["only_b"] <= n and 0 < t["p_value"] <= 1
         if run["trained"]:  # chunked prefill computes the same function: no change at all
             assert report["delta"]["chunked prefill"] == [0.0, 0.0]
+            assert all(t["only_a"] == t["only_b"] == 0 for t in report["paired"]["chunked prefill"])
 
 
-@given(st.floats(0, 1), st.integers(1, 10_000))
-def test_noise_floor_is_positive_symmetric_and_shrinks_with_samples(p, n):
-    assert niah.noise_floor(p, n) > 0
-    assert niah.noise_floor(p, n) == pytest.approx(niah.noise_floor(1 - p, n))
-    assert niah.noise_floor(p, 4 * n) < niah.noise_floor(p, n)
+@given(st.integers(0, 16), st.integers(0, 16))
+def test_paired_counts_only_the_discordant_prompts(lost, gained):
+    # 32 prompts at one length: the candidate loses `lost` the reference got, gains `gained`
+    ref = np.zeros((1, 1, 32), dtype=bool)
+    ref[0, 0, :16] = True
+    cand = ref.copy()
+    cand[0, 0, :lost] = False
+    cand[0, 0, 16:16 + gained] = True
+    (t,) = niah.paired(ref, cand)
+    assert (t["only_a"], t["only_b"], t["both"]) == (lost, gained, 16 - lost)
+    k, m = min(lost, gained), lost + gained
+    exact = min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2**m) if m else 1.0
+    assert t["p_value"] == pytest.approx(exact)
 
 
-def test_noise_floor_of_a_coin_is_two_standard_errors():
-    n = 10_000  # smoothing is negligible
-    assert niah.noise_floor(0.5, n) == pytest.approx(2 * (2 * 0.25 / n) ** 0.5, rel=1e-3)
+def test_two_lost_prompts_in_32_are_no_evidence():
+    # 24/32 vs 22/32 on the same prompts: two discordant pairs, p = 0.5 (the unpaired noise
+    # floor of two independent 32-sample accuracies says nothing about pairs at all)
+    ref = np.array([[[True] * 24 + [False] * 8]])
+    cand = ref.copy()
+    cand[0, 0, :2] = False
+    (t,) = niah.paired(ref, cand)
+    assert t["p_value"] == pytest.approx(0.5) and t["diff"] == pytest.approx(2 / 32)
 
 
 grids = st.integers(1, 6).flatmap(lambda n: st.tuples(

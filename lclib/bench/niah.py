@@ -1,25 +1,24 @@
 """A RULER-like suite on lclib.tinylm: bf16 vs FP8 KV, chunked prefill on and off.
 
-Seed 002's parity method in miniature. For each task and length: the reference (bf16 KV,
-one-shot prefill) on two independent sample sets, then each candidate on the first set's
-sequences. A candidate's Δ accuracy means something only above the noise floor: two standard
-errors of the difference of two N-sample accuracies, 2·sqrt(2·p(1-p)/N), with p smoothed as
-(hits+1)/(N+2) so that a perfect score still has a floor. The single-needle grids over length
-x depth are the needle-in-a-haystack heatmaps. The checkpoint was trained at 256 tokens; the
-method, not the numbers, is what carries to 128K.
+The Hopper lecture's parity method in miniature, with a paired test. For each task and length:
+the reference (bf16 KV, one-shot prefill) on two independent sample sets (the second shows what
+a rerun moves by chance), then each candidate on the first set's sequences. A candidate and the
+reference answer the same prompts, so they are compared pair by pair: McNemar's exact test on
+the prompts only one of them gets right (`lclib.stats.mcnemar`). The single-needle grids over
+length x depth are the needle-in-a-haystack heatmaps. The checkpoint was trained at 256 tokens;
+the method, not the numbers, is what carries to 128K.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lclib import tinylm
+from lclib import stats, tinylm
 
 from .core import experiment
 
@@ -53,17 +52,12 @@ def _load(device: torch.device) -> tuple[tinylm.TinyLM, bool]:
         return tinylm.TinyLM(tinylm.CONFIG).to(device), False
 
 
-def accuracy(model: tinylm.TinyLM, task: str, setup: tuple[str, int | None],
-             lengths: tuple[int, ...], n_samples: int, seed: int) -> np.ndarray:
-    """Exact-match accuracy [length, depth] of `task` served with `setup` = (kv_dtype, chunk)."""
+def correct(model: tinylm.TinyLM, task: str, setup: tuple[str, int | None],
+            lengths: tuple[int, ...], n_samples: int, seed: int) -> np.ndarray:
+    """Right or wrong [length, depth, sample] on `task` served with `setup` = (kv_dtype, chunk);
+    the same `seed` gives the same prompts."""
     return tinylm.evaluate(Served(model, *setup), task, lengths, DEPTHS, n_samples=n_samples,
-                           seed=seed).accuracy
-
-
-def noise_floor(p: float, n: int) -> float:
-    """Two standard errors of the difference of two `n`-sample accuracies near `p`."""
-    p = (p * n + 1) / (n + 2)
-    return 2 * math.sqrt(2 * p * (1 - p) / n)
+                           seed=seed).correct
 
 
 def effective_length(accuracy: Any, lengths: Any, threshold: float = 0.9) -> int | None:
@@ -85,21 +79,28 @@ def effective_length(accuracy: Any, lengths: Any, threshold: float = 0.9) -> int
     return lengths[n - 1] if n else None
 
 
+def paired(ref: np.ndarray, cand: np.ndarray) -> list[dict[str, float]]:
+    """McNemar per length: `ref` and `cand` are [length, depth, sample] on the same prompts."""
+    return [stats.mcnemar(r.ravel().tolist(), c.ravel().tolist())._asdict()
+            for r, c in zip(ref, cand, strict=True)]
+
+
 def compare(model: tinylm.TinyLM, task: str, lengths: tuple[int, ...],
             n_samples: int) -> dict[str, Any]:
-    """One task's parity report: grids, per-length accuracy, noise and each candidate's Δ."""
-    ref = accuracy(model, task, REFERENCE, lengths, n_samples, seed=1)
-    ref2 = accuracy(model, task, REFERENCE, lengths, n_samples, seed=2)
-    runs = {name: accuracy(model, task, setup, lengths, n_samples, seed=1)
+    """One task's parity report: grids, per-length accuracy, a rerun, each candidate's Δ and
+    its paired test against the reference."""
+    ref = correct(model, task, REFERENCE, lengths, n_samples, seed=1)
+    ref2 = correct(model, task, REFERENCE, lengths, n_samples, seed=2)
+    runs = {name: correct(model, task, setup, lengths, n_samples, seed=1)
             for name, setup in CANDIDATES.items()}
-    n = n_samples * len(DEPTHS)
-    base = ref.mean(1)
-    return {"reference": ref.tolist(), "reference_seed2": ref2.tolist(),
-            "runs": {name: grid.tolist() for name, grid in runs.items()},
+    base = ref.mean(axis=(1, 2))
+    return {"reference": ref.mean(2).tolist(), "reference_rerun": ref2.mean(2).tolist(),
+            "runs": {name: grid.mean(2).tolist() for name, grid in runs.items()},
             "accuracy": base.tolist(),
-            "seed_to_seed": np.abs(base - ref2.mean(1)).tolist(),
-            "noise_floor": [noise_floor(p, n) for p in base],
-            "delta": {name: (grid.mean(1) - base).tolist() for name, grid in runs.items()}}
+            "rerun_moves_by": np.abs(base - ref2.mean(axis=(1, 2))).tolist(),
+            "delta": {name: (grid.mean(axis=(1, 2)) - base).tolist()
+                      for name, grid in runs.items()},
+            "paired": {name: paired(ref, grid) for name, grid in runs.items()}}
 
 
 @experiment("niah")
