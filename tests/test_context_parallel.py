@@ -128,12 +128,23 @@ def test_explorer_corners_are_finite_and_match_the_model():
     ends = [(c.values[0], c.values[-1]) if len(c.values) > 3 else c.values for c in ex.controls]
     for combo in itertools.product(*ends):
         out = cp_point(*combo)
-        assert all(math.isfinite(v) and v > 0 for v in out.values() if not isinstance(v, str))
+        assert all(math.isfinite(v) and v >= 0 for v in out.values()
+                   if v is not None and not isinstance(v, str))
+        assert (out["comm_s"] is None) == (combo[1] == 1)  # CP = 1 sends nothing
     at = {c.name: c.values[c.init] for c in ex.controls}
     out = cp_point(**at)
     assert out["prefill_s"] == pytest.approx(context_parallel.ring_prefill_time(
         LLAMA, at["gpu"], at["seq_len"], at["tp"], at["cp"], at["link"], at["kv_dtype"]))
-    assert out["hides"].startswith("yes") == (out["tokens_per_rank"] >= out["threshold"])
+    assert 2**17 in ex.controls[0].values and 2**22 in ex.controls[0].values  # 128K and 4M
+    # the default (1M, TP = 8, CP = 1) shows the memory wall of a one-shot prefill
+    assert out["fits"] == "yes with chunked prefill; no for a one-shot prefill"
+    assert out["oneshot_gb"] > out["hbm_gb"] > out["mem_gb"]
+    for cp_degree in (2, 32):  # hidden exactly when a rank holds c* tokens or more
+        o = cp_point(**(at | {"cp": cp_degree, "seq_len": 2**15}))
+        assert (o["hides"] == "yes") == (o["tokens_per_rank"] >= o["threshold"])
+        assert (o["exposed_s"] > 0) == (o["hides"] != "yes")
+        assert o["hides"] == ("yes" if cp_degree == 2 else o["hides"]) and (
+            cp_degree == 2 or o["hides"].startswith("no"))  # 16K per rank hides, 1K does not
     html = ex.to_html()
     assert len(html.encode()) < 300_000 and html.count("<select") == 3
 
