@@ -176,6 +176,14 @@ def test_vllm_reserve_changes_the_answers_it_should():
     assert lclib.max_concurrency(YI, "a100-80gb", 50_000, reserve=r) == 0
 
 
+def test_intro_1m_request_under_vllm_and_one_shot():
+    # vLLM: n GPUs of 0.9 x 85.52 = 76.97 GB, less < 2 GB of 8K-chunk activations each, must hold
+    # 141.1 + 343.6 = 484.7 GB: 6 x 76.97 = 461.8 is short, 7 x 74.97 = 524.8 is enough
+    r = lclib.VLLM_RESERVE
+    assert 6 * 0.9 * H100_B < LLAMA_W + 327_680 * 2**20 < 7 * (0.9 * H100_B - 2e9)
+    assert lclib.cp_gpus_needed(LLAMA, "h100-sxm", 2**20, reserve=r) == 7
+
+
 def test_bad_reserves_raise():
     with pytest.raises(ValueError, match="utilization"):
         lclib.Reserve(utilization=1.5)
