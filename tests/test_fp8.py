@@ -233,3 +233,13 @@ def test_recipe_precisions_say_what_they_rest_on():
     assert set(recipe.PRECISION_EVIDENCE) == set(recipe.PRECISIONS)
     for pair in recipe.PRECISIONS[1:]:
         assert recipe.PRECISION_EVIDENCE[pair].startswith("claim:")
+
+
+def test_outlier_explorer_puts_magnitude_on_a_log_axis(monkeypatch):
+    """1x to 10^4x on a linear axis piled its labels up; the slider is logarithmic, one decade
+    per step, over the magnitudes the chapter's heatmap uses."""
+    from lclib.explorers import fp8 as ex
+    monkeypatch.setattr(ex, "damage_point", lambda magnitude, fmt, recipe: dict.fromkeys(
+        ("err_normal", "err_outlier", "retrieval_normal", "retrieval_outlier"), 0.5))
+    slider = ex.outlier_explorer().controls[0]
+    assert slider.log and tuple(slider.values) == ex.MAGNITUDES == (1, 10, 100, 1_000, 10_000)
