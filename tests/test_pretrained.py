@@ -2,16 +2,18 @@
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from lclib import pretrained  # noqa: E402
+from lclib import measurements, pretrained  # noqa: E402
 from lclib.bench import run_experiment  # noqa: E402
 from lclib.bench.pretrained import uniform_mass  # noqa: E402
 
+BOOK_DATA = Path(__file__).resolve().parents[1] / "book" / "data" / "pretrained"
 # HuggingFaceTB/SmolLM2-135M-Instruct, config.json on the Hugging Face hub
 PUBLISHED = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
              "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152,
@@ -74,8 +76,8 @@ def test_needle_prompt_is_found_at_short_context(model):
 def test_kv_bytes_match_the_formula(tmp_path):
     record = run_experiment("pretrained_kv_bytes", sizes=[64, 300], out=tmp_path)
     for row in record["rows"]:
-        # 2 (K and V) x 30 layers x 3 KV heads x 64 dims x 2 bytes (bf16) per token
-        assert row["cache_bytes"] == row["lclib_bytes"] == 2 * 30 * 3 * 64 * 2 * row["seq_len"]
+        # 2 (K and V) x 30 layers x 3 KV heads x 64 dims x 4 bytes (fp32) per token
+        assert row["cache_bytes"] == row["lclib_bytes"] == 2 * 30 * 3 * 64 * 4 * row["seq_len"]
     assert len(list(tmp_path.glob("pretrained_kv_bytes-*.jsonl"))) == 1
 
 
@@ -85,11 +87,40 @@ def test_uniform_mass_by_hand():
     assert uniform_mass(8, 4, first=4) == pytest.approx((4 / 5 + 4 / 6 + 4 / 7 + 4 / 8) / 4)
 
 
-def test_sinks_rows_cover_every_layer_and_head(tmp_path):
-    record = run_experiment("pretrained_sinks", sizes=[128], out=tmp_path)
-    assert {r["prompt"] for r in record["rows"]} == {"chat", "prose"}
+def test_sinks_rerun_agrees_with_the_committed_run(tmp_path):
+    record = run_experiment("pretrained_sinks", sizes=[512], out=tmp_path)
+    committed = {r["prompt"]: r for r in measurements.load("pretrained_sinks", BOOK_DATA)}
+    assert {r["prompt"] for r in record["rows"]} == set(committed) == {"chat", "prose"}
     for row in record["rows"]:
         mass = torch.tensor(row["mass_first4"])
         assert mass.shape == (30, 9)
         assert ((mass >= 0) & (mass <= 1 + 1e-5)).all()
         assert (torch.tensor(row["mass_first1"]) <= mass + 1e-6).all()
+        # same prompt, same weights, fp32: only thread-order rounding may differ
+        again = torch.tensor(committed[row["prompt"]]["mass_first1"])
+        assert torch.allclose(torch.tensor(row["mass_first1"]), again, atol=1e-3)
+
+
+def test_committed_kv_bytes_match_the_formula():
+    rows = measurements.load("pretrained_kv_bytes", BOOK_DATA)
+    assert {r["seq_len"] for r in rows} >= {256, 1024, 4096}
+    assert all(r["cache_bytes"] == 2 * 30 * 3 * 64 * 4 * r["seq_len"] for r in rows)
+
+
+def test_fp8_kv_parity_through_vllm_is_paired(tmp_path):
+    pytest.importorskip("vllm")
+    from lclib import engine
+    record = run_experiment("pretrained_fp8_kv", sizes=[300], out=tmp_path, n=3,
+                            recipes=("auto", "fp8"))
+    rows = record["rows"]
+    if not engine.fp8_kv_available():  # vLLM's CPU attention: FP8 KV needs AVX-512 or AMX
+        assert list(record["unsupported"]) == ["fp8"] and record["paired"] == {}
+        assert [r["recipe"] for r in rows] == ["auto"] * 3
+        assert sum(r["correct"] for r in rows) >= 2  # bf16 KV finds a needle in 300 tokens
+        return
+    assert [r["recipe"] for r in rows] == ["auto"] * 3 + ["fp8"] * 3
+    assert [r["secret"] for r in rows[:3]] == [r["secret"] for r in rows[3:]]  # same prompts
+    stats = record["paired"]["fp8"]["300"]
+    assert stats["n"] == 3
+    assert stats["both"] + stats["only_a"] + stats["only_b"] <= 3
+    assert sum(r["correct"] for r in rows[:3]) >= 2  # bf16 KV finds a needle in 300 tokens
