@@ -28,8 +28,8 @@ def test_case_study_contract_example_reproduces_with_its_assumptions():
 
 
 def test_hopper_lecture_system_prompt_case():
-    # the Hopper lecture: 100K system prompt + 1K turn on 4 H100 at 80%: ~5 s without the cache, ~50 ms
-    # with it. Both counted 2N only; attention to the cached prefix is not free.
+    # the Hopper lecture: 100K system prompt + 1K turn on 4 H100 at 80%: ~5 s without the
+    # cache, ~50 ms with it. Both counted 2N only; attention to the cached prefix is not free.
     without = lclib.prefill_time(LLAMA, H100, 101_000, n_gpus=4, mfu=0.8)
     with_cache = A.incremental_prefill_time(LLAMA, H100, 100_000, 1000, n_gpus=4, mfu=0.8)
     linear_only = 2 * 70e9 * 1000 / (4 * 0.8 * 989.4e12)
