@@ -144,6 +144,8 @@ def test_bad_requests_are_refused(capsys):
         run_experiment("nope", "cpu", out=None)
     with pytest.raises(ValueError, match="fp32"):
         run_experiment("crossover", "cpu", [64], "int3", out=None)
+    with pytest.raises(ValueError, match="backends"):  # crossover takes `backends`, a list
+        run_experiment("crossover", "cpu", [64], out=None, backend="flash")
     if not torch.cuda.is_available():
         for argv in (["crossover", "--device", "cuda"], ["device-run", "--device", "cuda"]):
             with pytest.raises(SystemExit):

@@ -216,7 +216,13 @@ def run_experiment(name: str, device: str = "cpu", sizes: list[int] | None = Non
               "sizes": sizes, "options": options, "budget_s": budget_s}
     path = output_path(Path(out), name, dev, dtype) if out is not None else None
     run = Run(path, header, budget_s)
-    kwargs = {"run": run} if "run" in inspect.signature(fn).parameters else {}
+    params = inspect.signature(fn).parameters
+    unknown = set(options) - set(params) - {"device", "sizes", "dtype", "run"}
+    if unknown:
+        run.finish({"error": f"unknown options {sorted(unknown)}"})
+        raise ValueError(f"experiment {name!r} takes no option {', '.join(sorted(unknown))}; "
+                         f"it takes {', '.join(params)}")
+    kwargs = {"run": run} if "run" in params else {}
     try:
         summary = fn(device=dev, sizes=sizes, dtype=dtype, **kwargs, **options)
     except BaseException as err:
