@@ -179,6 +179,8 @@ class Run:
                 if not is_oom(err):
                     raise
                 self.row({key: size, "error": f"out of memory: {str(err)[:200]}"})
+                row = None
+            if row is None:  # outside the except: its traceback no longer holds the tensors
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
