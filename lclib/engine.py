@@ -393,8 +393,8 @@ class Server:
 
     def __enter__(self) -> Server:
         _import_vllm()
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE",
-                                                                      "1")}
+        env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         self.process = subprocess.Popen(self.command, env=env, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + self.timeout_s

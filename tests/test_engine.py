@@ -169,6 +169,7 @@ def test_engine_niah_matches_the_course_evaluation(model, served):
     assert abs(through_engine.accuracy - ours.accuracy).max() <= 1 / 6 + 1e-9
 
 
+@pytest.mark.xdist_group("vllm")  # one worker imports vLLM for this file
 @pytest.mark.parametrize("gpus, concurrency", [(8, 8), (1, 3), (32, 1)])
 def test_recipe_prints_a_command_vllm_parses(gpus, concurrency):
     pytest.importorskip("vllm", reason=engine.INSTALL)
