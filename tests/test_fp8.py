@@ -187,6 +187,7 @@ def test_capacity_explorer_halves_the_kv(seq_len, model):
     assert len(fp8_capacity_explorer(steps=3).to_html()) > 1000
 
 
+@pytest.mark.slow
 def test_checkpoint_with_an_outlier_head_needs_calibrated_scales():
     """Chapter 5 on the committed checkpoint, a 10^4x outlier on each KV head in turn: the
     engines' default scale 1.0 clips it and loses the needle where the model needs that head;
