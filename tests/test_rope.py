@@ -369,3 +369,26 @@ def test_vllm_dynamic_ntk_is_one_table_for_every_length():
     assert torch.allclose(cos[:16], (positions[:16] * expected).cos(), atol=1e-5)  # short prompt
     plain = rope.inv_freq(d, 1e4)[0]
     assert not torch.allclose(cos[1:16], (positions[1:16] * plain).cos(), atol=1e-3)
+
+
+@pytest.mark.parametrize("scaling", [None, {"rope_type": "dynamic", "factor": 2.0}])
+def test_transformers_dynamic_ntk_leaves_cached_keys_on_the_old_base(scaling):
+    """Chapter 6: with transformers' dynamic RoPE, keys cached before the sequence passed the
+    trained length keep the old rotation; a one-pass forward writes them with the new base.
+    Without scaling, the cache is exact."""
+    from transformers import LlamaForCausalLM
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                      rope_scaling=copy.deepcopy(scaling))
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 64, (1, 96), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        one_pass = model(ids, use_cache=True).past_key_values.layers[0].keys
+        first = model(ids[:, :16], use_cache=True).past_key_values
+        cached = model(ids[:, 16:], past_key_values=first, use_cache=True
+                       ).past_key_values.layers[0].keys
+    old, new = (((one_pass - cached)[..., part, :].norm() / one_pass[..., part, :].norm()).item()
+                for part in (slice(0, 16), slice(16, 96)))
+    assert new == pytest.approx(0, abs=1e-6)  # keys written after the growth use the new base
+    assert (old > 0.05) if scaling else old == pytest.approx(0, abs=1e-6)
