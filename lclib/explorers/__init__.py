@@ -22,7 +22,6 @@ _MODULES = {
     "amortize_explorer": "prefix",
     "fp8_capacity_explorer": "fp8", "outlier_explorer": "fp8",
     "rope_explorer": "rope",
-    "compression_explorer": "compression",
     "case_study_explorer": "case_study",
     "compression_explorer": "compression", "compression_point": "compression",
 }
