@@ -19,7 +19,7 @@ from lclib import measurements, torch_env
 from lclib.bench import Run, run_experiment
 from lclib.bench.__main__ import main
 from lclib.bench.crossover import measured_crossover
-from lclib.bench.device_run import STEPS, device_run
+from lclib.bench.device_run import STEPS, device_run, run_step
 from lclib.hardware import get_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,6 +161,19 @@ def test_cli_writes_under_out_env(tmp_path, monkeypatch, capsys):
     ops = [r["op"] for r in saved["rows"]]
     assert ops[:2] == ["copy", "gemm"] and ops.count("sdpa_choice") == 4
     assert saved["rows"][1]["rate"] > 0 and json.loads(capsys.readouterr().out)["gemm_rate"] > 0
+
+
+def test_an_isolated_step_runs_in_its_own_process(tmp_path):
+    """How the GPU run takes each step: `python -m lclib.bench <step>` with a hard timeout."""
+    step = next(s for s in STEPS if s.name == "crossover")
+    entry = run_step(step, "cpu", [64], 60.0, tmp_path, isolate=True)
+    assert entry["status"] == "ok", entry
+    saved = measurements.read(entry["path"])
+    assert saved["header"]["options"] == {"backends": ["flash", "cudnn"]}
+    assert saved["rows"][0]["backend_flash"] == "cpu-flash"
+    assert saved["rows"][0]["backend_cudnn"].startswith("unavailable")
+    failed = run_step(step, "cpu", [64], -40.0, tmp_path, isolate=True)  # 5 s: killed
+    assert failed["status"].startswith("killed after 5 s"), failed
 
 
 @pytest.mark.slow

@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=None, help="time budget (seconds)")
     parser.add_argument("--dry-run", action="store_true",
                         help="device-run: the same steps on the CPU at small sizes")
+    parser.add_argument("--options", type=json.loads, default={},
+                        help='JSON of experiment options, e.g. \'{"backends": ["flash"]}\'')
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the output (default $OUT, else book/data/measurements)")
     args = parser.parse_args(argv)
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
                               "steps": [(s["step"], s["status"]) for s in log["steps"]]}))
             return
         dtype = args.dtype or ("fp32" if args.device == "cpu" else "bf16")
-        options = {"backend": args.backend} if args.backend else {}
+        options = {**args.options, **({"backend": args.backend} if args.backend else {})}
         record = run_experiment(args.experiment, args.device, args.sizes, dtype, out,
                                 budget_s=args.budget_s, **options)
     except ValueError as err:

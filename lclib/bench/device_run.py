@@ -12,8 +12,9 @@ goes, so that whatever is measured before a failure or the end of the slot is ke
 5. ring: 8 simulated ranks vs SDPA with the same flash kernel, 32K-128K;
 6. ring_nccl: `torchrun --nproc-per-node 1 -m lclib.ring --verify --device cuda` (NCCL).
 
-`dry_run=True` runs the same steps on the CPU at scaled-down sizes (bf16, compiled with
-"aot_eager"), in about a minute, as the tests do.
+On a GPU each step runs in its own process with a hard timeout (a hang or a CUDA error ends
+that step only). `dry_run=True` runs the same steps on the CPU at scaled-down sizes (bf16,
+compiled with "aot_eager"), in this process, in under two minutes, as the tests do.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ STEPS = (
     Step("ring", 0.20, [32 * K, 64 * K, 128 * K], [256, 512]),
 )
 NCCL_SHARE = 0.15
+STEP_GRACE_S = 45  # past its budget, an isolated step is killed (imports, CUDA init, a hang)
 NCCL_PROBLEM = {"cuda": ["--seq-len", "65536", "--heads", "64", "--kv-heads", "8",
                          "--head-dim", "128"],
                 "cpu": ["--seq-len", "256", "--heads", "4", "--kv-heads", "2", "--head-dim", "16"]}
@@ -78,45 +80,70 @@ def torchrun_check(out: Path, device: str, timeout_s: float) -> dict[str, Any]:
             "stdout": done.stdout[-1500:], "stderr": done.stderr[-1500:]}
 
 
-def device_run(budget_s: float = 420.0, dry_run: bool = False, out: Path | None = None,
-               device: str = "cuda") -> dict[str, Any]:
-    """Run every step within `budget_s`; returns (and writes under `out`) the run's log.
+def run_step(step: Step, device: str, sizes: list[int] | None, budget: float, out: Path,
+             isolate: bool) -> dict[str, Any]:
+    """One step, in this process or (`isolate`) in its own `python -m lclib.bench` process
+    with a hard timeout: a hang, a crash or a CUDA error that poisons the context ends that
+    step only. Returns the log entry."""
+    if not isolate:
+        try:
+            record = run_experiment(step.name, device, sizes, "bf16", out, budget_s=budget,
+                                    **dict(step.options))
+        except Exception as err:  # keep going: the next step may still measure
+            return {"status": f"{type(err).__name__}: {str(err)[:300]}"}
+        return {"status": "ok", "path": record.get("path"), "rows": len(record["rows"])}
+    cmd = [sys.executable, "-m", "lclib.bench", step.name, "--device", device, "--dtype", "bf16",
+           "--budget-s", str(budget), "--out", str(out), "--options",
+           json.dumps(dict(step.options)), *(["--sizes", *map(str, sizes)] if sizes else [])]
+    before = set(out.glob(f"{step.name}-*.jsonl"))
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=budget + STEP_GRACE_S)
+        status = "ok" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr[-600:]}"
+    except subprocess.TimeoutExpired:
+        status = f"killed after {budget + STEP_GRACE_S:.0f} s"
+    new = sorted(set(out.glob(f"{step.name}-*.jsonl")) - before)
+    return {"status": status, "path": str(new[-1]) if new else None}
 
-    A step that fails is logged and the next one runs: one bug does not cost the slot.
+
+def device_run(budget_s: float = 420.0, dry_run: bool = False, out: Path | None = None,
+               device: str = "cuda", isolate: bool | None = None) -> dict[str, Any]:
+    """Run every step within `budget_s`; returns the run's log, written under `out` after
+    every step.
+
+    A step that fails is logged and the next one runs: one bug does not cost the slot. On a GPU
+    each step runs in its own process (`isolate`, default: not `dry_run`).
     """
     device = "cpu" if dry_run else resolve_device(device).type  # ValueError without CUDA
-    out = Path(out) if out is not None else None
-    start, log = time.perf_counter(), {"budget_s": budget_s, "dry_run": dry_run, "steps": []}
+    isolate = not dry_run if isolate is None else isolate
+    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="lclib-device-run-"))
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log_path = out / f"device_run-{device}-{stamp}.json"
+    start = time.perf_counter()
+    log: dict[str, Any] = {"budget_s": budget_s, "dry_run": dry_run, "isolate": isolate,
+                           "steps": []}
 
     def left() -> float:
         return budget_s - (time.perf_counter() - start)
 
+    def record(entry: dict[str, Any], t0: float) -> None:
+        entry["elapsed_s"] = time.perf_counter() - t0
+        log["steps"].append(entry)
+        log["elapsed_s"] = time.perf_counter() - start
+        log_path.write_text(json.dumps(log, indent=1))
+        print(json.dumps({k: v for k, v in entry.items() if k != "stdout"}), flush=True)
+
     for step in STEPS:
-        budget = min(step.share * budget_s, left())
+        t0, budget = time.perf_counter(), min(step.share * budget_s, left())
         entry: dict[str, Any] = {"step": step.name, "budget_s": budget}
-        t0 = time.perf_counter()
         if budget <= 0:
             entry["status"] = "no time left"
         else:
-            try:
-                record = run_experiment(step.name, device, step.dry_sizes if dry_run
-                                        else step.sizes, "bf16", out, budget_s=budget,
-                                        **dict(step.options))
-                entry.update(status="ok", path=record.get("path"),
-                             rows=len(record["rows"]))
-            except Exception as err:  # keep going: the next step may still measure
-                entry["status"] = f"{type(err).__name__}: {str(err)[:300]}"
-        entry["elapsed_s"] = time.perf_counter() - t0
-        log["steps"].append(entry)
-        print(json.dumps(entry), flush=True)
+            sizes = step.dry_sizes if dry_run else step.sizes
+            entry.update(run_step(step, device, sizes, budget, out, isolate))
+        record(entry, t0)
     t0 = time.perf_counter()
-    json_dir = out or Path(tempfile.mkdtemp(prefix="lclib-ring-"))
-    json_dir.mkdir(parents=True, exist_ok=True)
-    nccl = torchrun_check(json_dir, device, min(NCCL_SHARE * budget_s, left()))
-    log["steps"].append({"step": "ring_nccl", **nccl, "elapsed_s": time.perf_counter() - t0})
-    print(json.dumps({k: v for k, v in log["steps"][-1].items() if k != "stdout"}), flush=True)
-    log["elapsed_s"] = time.perf_counter() - start
-    if out is not None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        (out / f"device_run-{device}-{stamp}.json").write_text(json.dumps(log, indent=1))
+    record({"step": "ring_nccl",
+            **torchrun_check(out, device, min(NCCL_SHARE * budget_s, left()))}, t0)
     return log
