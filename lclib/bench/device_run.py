@@ -56,7 +56,8 @@ STEPS = (
     Step("ring", 0.20, [32 * K, 64 * K, 128 * K], [256, 512]),
 )
 NCCL_SHARE = 0.15
-STEP_GRACE_S = 45  # past its budget, an isolated step is killed (imports, CUDA init, a hang)
+STARTUP_S = 10  # an isolated step's import and CUDA start, taken out of its budget
+STEP_GRACE_S = 45  # past its budget, an isolated step is killed (a compile, a hang)
 NCCL_PROBLEM = {"cuda": ["--seq-len", "65536", "--heads", "64", "--kv-heads", "8",
                          "--head-dim", "128"],
                 "cpu": ["--seq-len", "256", "--heads", "4", "--kv-heads", "2", "--head-dim", "16"]}
@@ -93,7 +94,7 @@ def run_step(step: Step, device: str, sizes: list[int] | None, budget: float, ou
             return {"status": f"{type(err).__name__}: {str(err)[:300]}"}
         return {"status": "ok", "path": record.get("path"), "rows": len(record["rows"])}
     cmd = [sys.executable, "-m", "lclib.bench", step.name, "--device", device, "--dtype", "bf16",
-           "--budget-s", str(budget), "--out", str(out), "--options",
+           "--budget-s", str(budget - STARTUP_S), "--out", str(out), "--options",
            json.dumps(dict(step.options)), *(["--sizes", *map(str, sizes)] if sizes else [])]
     before = set(out.glob(f"{step.name}-*.jsonl"))
     try:
