@@ -321,3 +321,19 @@ def test_explorer_point_is_the_cost_model():
     assert "window: 4K" in compression_explorer(steps=3).to_html()
     with pytest.raises(ValueError, match="level"):
         compression_point(1024, "llama-3.1-8b", "token: sliding window on every layer", 5, 1)
+
+
+def test_load_record_prefers_a_cli_jsonl_run_over_the_committed_json(tmp_path):
+    import json
+
+    from lclib.bench import compression as B
+    (tmp_path / "compression-cpu.json").write_text(json.dumps({"tasks": {}, "seconds": 1}))
+    assert B.load_record(tmp_path)["seconds"] == 1
+    lines = [{"kind": "header", "provenance": {"device": "cpu"}},
+             {"kind": "summary", "tasks": {"single_needle": {}}, "seconds": 2}]
+    (tmp_path / "compression-cpu-fp32-20260101T000000000000Z.jsonl").write_text(
+        "\n".join(json.dumps(x) for x in lines))
+    rec = B.load_record(tmp_path)
+    assert rec["seconds"] == 2 and rec["provenance"] == {"device": "cpu"}
+    with pytest.raises(FileNotFoundError, match="run python -m lclib.bench"):
+        B.load_record(tmp_path / "nowhere")

@@ -11,8 +11,10 @@ The model also says whether it has attention sinks and whether its keys have out
 
 from __future__ import annotations
 
+import json
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -95,6 +97,24 @@ def compression(device: torch.device, sizes: list[int] | None = None, dtype: str
 
 
 # --- reading a record ------------------------------------------------------------------------
+
+
+def load_record(directory: str | Path = "data/measurements") -> dict[str, Any]:
+    """The newest compression record under `directory`: the latest timestamped JSONL that
+    `python -m lclib.bench compression` writes (its summary line), else compression-cpu.json."""
+    folder = Path(directory)
+    for path in sorted(folder.glob("compression-*.jsonl"), reverse=True):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        summary = [x for x in lines if x.get("kind") == "summary" and "tasks" in x]
+        if summary:
+            head = next((x for x in lines if "provenance" in x), {})
+            return {"provenance": head.get("provenance"), **summary[-1]}
+    legacy = sorted(folder.glob("compression-*.json"))
+    if not legacy:
+        raise FileNotFoundError(f"no compression record under {folder}; run python -m lclib.bench "
+                                "compression")
+    return json.loads(legacy[-1].read_text())
+
 
 
 def outcomes(hits: str) -> list[bool]:
