@@ -62,7 +62,7 @@ def kv_bytes(device: torch.device, sizes: list[int] | None, dtype: str, run: Run
         return {"seq_len": n, "cache_bytes": held,
                 "lclib_bytes": kv_cache_bytes(config, n, kv_dtype="fp32")}
 
-    run.measure(sizes or [256, 1024, 4096], measure)
+    run.measure(sizes or [256, 1024], measure)
     return _header(folder)
 
 
