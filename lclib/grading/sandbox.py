@@ -160,7 +160,8 @@ def _binds(path: Path) -> list[str]:
     """Read-only bind of `path`, its parent directories created traversable (0755)."""
     args = []
     for parent in reversed(path.parents[:-1]):
-        args += ["--perms", "0755", "--dir", str(parent)]
+        if parent != Path("/tmp"):  # the private tmpfs, mounted already (mode 1777)
+            args += ["--perms", "0755", "--dir", str(parent)]
     return args + ["--ro-bind", str(path), str(path)]
 
 
@@ -169,7 +170,8 @@ def bwrap_argv(notebook: Path, name: str) -> list[str]:
     pkg = Path(lclib.__file__).resolve().parent
     argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv",
-            "--ro-bind", "/usr", "/usr"]
+            "--ro-bind", "/usr", "/usr", "--perms", "1777", "--tmpfs", "/tmp"]  # /tmp first:
+    # the binds below may live under /tmp (a clone in /tmp) and must sit on top of the tmpfs
     for top in ("bin", "sbin", "lib", "lib64", "lib32"):
         p = Path("/") / top
         if p.is_symlink():
@@ -186,8 +188,8 @@ def bwrap_argv(notebook: Path, name: str) -> list[str]:
            "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": "/tmp"}
     for key, value in env.items():
         argv += ["--setenv", key, value]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
-             "--ro-bind", str(notebook), f"/tmp/{name}.ipynb", "--chdir", "/tmp",
+    argv += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", str(notebook), f"/tmp/{name}.ipynb",
+             "--chdir", "/tmp",
              "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
              "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
              sys.executable, "-m", "lclib.grading.runner"]
