@@ -419,3 +419,20 @@ def test_feedback_summary_and_exports(graded: Path) -> None:
     with (graded / "gradescope.csv").open() as f:
         scores = {r["SID"]: r["Total Score"] for r in csv.DictReader(f)}
     assert scores["solved"] == "12" and scores["late"] == "0"
+
+
+@pytest.mark.slow
+def test_unsafe_mode_still_judges_outside(built: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(solved(), folder / "solved.ipynb")
+    forged = exercise()
+    forged.cells.append(nbformat.v4.new_code_cell(
+        "class Yes(int):\n    __eq__ = lambda s, o: True\n    __hash__ = int.__hash__\n"
+        "kv_per_token = max_users = Yes(1)"))
+    nbformat.write(forged, folder / "always_equal.ipynb")
+    grading.main(["grade", str(folder), "--out", str(tmp_path / "out"), "--build",
+                  str(built / "build"), "--unsafe-no-sandbox"])
+    rows = read_csv(tmp_path / "out" / "grades.csv")
+    assert rows["solved.ipynb"]["percent"] == "100.0"
+    assert rows["always_equal.ipynb"]["total"] == "0"
