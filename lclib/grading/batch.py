@@ -210,8 +210,11 @@ def _run(todo: list[tuple[Row, Path]], specs: dict, out: Path, timeout: float, j
         except KeyboardInterrupt:
             for fut in futures:
                 fut.cancel()
-            for sb in list(live):
-                sb.kill()
+            # a worker may be starting a sandbox right now: keep killing until every one is done
+            while not all(fut.done() for fut in futures):
+                for sb in list(live):
+                    sb.kill()
+                time.sleep(0.2)
             print(f"interrupted: the finished rows are in {out / 'grades.csv'}", file=sys.stderr)
             raise
 
