@@ -32,6 +32,7 @@ def cp_point(seq_len: int, cp: int, tp: int, link: str, kv_dtype: str,
     prefill = ring_prefill_time(CP_MODEL, gpu, seq_len, tp, cp, link, kv_dtype, TWO_WALLS_MFU)
     return {
         "mem_gb": mem["total"] / GB, "kv_gb": mem["kv"] / GB, "hbm_gb": hbm / GB,
+        "kv_room_gb": max(0.0, free) / GB,  # 0 where the weights alone overflow
         "oneshot_gb": one_shot / GB,
         "fits": ("yes" if mem["kv"] <= free else "no") + " with chunked prefill; "
                 + ("yes" if one_shot <= hbm else "no") + " for a one-shot prefill",
@@ -79,6 +80,8 @@ def context_parallel_explorer(steps: int = 13) -> Explorer:
                     y_fmt=fmt_seconds)],
         readouts=[Readout("n_gpus", "GPUs (tp × cp)", str),
                   Readout("mem_gb", "memory per GPU, chunked prefill (GB)", "{:,.1f} GB".format),
+                  Readout("kv_room_gb", "room for KV per GPU (HBM as reported − weights/tp)",
+                          "{:,.1f} GB".format),
                   Readout("fits", "fits in one GPU's HBM?"),
                   Readout("compute_s", "compute per ring step (one layer)", fmt_seconds),
                   Readout("comm_text", "K/V transfer per ring step"),
