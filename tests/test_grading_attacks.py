@@ -187,8 +187,10 @@ def test_ctrl_c_keeps_the_finished_rows(built: Path, tmp_path: Path) -> None:
     folder.mkdir()
     nbformat.write(solved(), folder / "a_first.ipynb")
     nbformat.write(appended(exercise(), "import time\ntime.sleep(600)"), folder / "b_slow.ipynb")
+    # as at a terminal: a shell running us in the background may have left SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "lclib.grading", "grade", str(folder), "--out",
-                             str(out), "--build", str(built / "build"), "--jobs", "1"], cwd=ROOT)
+                             str(out), "--build", str(built / "build"), "--jobs", "1"], cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (
             (out / "grades.csv").exists() and "a_first" in (out / "grades.csv").read_text()):
