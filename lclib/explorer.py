@@ -482,17 +482,7 @@ class Explorer:
         return self.to_html()
 
     def _control_html(self, a: int) -> str:
-        c = self.controls[a]
-        head = f'<label class="lc-control"><span class="lc-control-label">{_esc(c.label)}</span>'
-        if c.kind == "select":
-            options = "".join(
-                f'<option value="{i}"{" selected" if i == c.init else ""}>{_esc(lab)}</option>'
-                for i, lab in enumerate(c.labels))
-            return f'{head}<select data-axis="{a}">{options}</select></label>'
-        lab = _esc(c.labels[c.init])
-        return (f'{head}<input type="range" min="0" max="{len(c.values) - 1}" step="1" '
-                f'value="{c.init}" data-axis="{a}" aria-valuetext="{lab}">'
-                f'<output class="lc-control-value" data-shows="{a}">{lab}</output></label>')
+        return control_html(self.controls[a], a)
 
     def _readouts_html(self, state: State) -> str:
         items = "".join(
@@ -535,6 +525,20 @@ class Explorer:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=96)
         return buf.getvalue()
+
+
+def control_html(c: Control, a: int) -> str:
+    """A control's <label>: a <select> or a range <input> with its value shown; `a` is its axis."""
+    head = f'<label class="lc-control"><span class="lc-control-label">{_esc(c.label)}</span>'
+    if c.kind == "select":
+        options = "".join(
+            f'<option value="{i}"{" selected" if i == c.init else ""}>{_esc(lab)}</option>'
+            for i, lab in enumerate(c.labels))
+        return f'{head}<select data-axis="{a}">{options}</select></label>'
+    lab = _esc(c.labels[c.init])
+    return (f'{head}<input type="range" min="0" max="{len(c.values) - 1}" step="1" '
+            f'value="{c.init}" data-axis="{a}" aria-valuetext="{lab}">'
+            f'<output class="lc-control-value" data-shows="{a}">{lab}</output></label>')
 
 
 def _ipywidget(widgets: Any, c: Control) -> Any:

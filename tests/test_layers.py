@@ -8,14 +8,14 @@ LCLIB = Path(__file__).resolve().parents[1] / "lclib"
 
 # Bottom to top. A new top-level module or package of lclib goes on one of these floors.
 FLOORS = [
-    ("foundation", {"units", "hardware", "models", "stats", "static"}),
+    ("foundation", {"units", "hardware", "models", "stats", "static", "svg"}),
     ("cost model", {"__init__", "cost", "derive", "kv_wall", "context_parallel", "amortize",
                     "scheduler", "prefix", "recipe", "compression", "measurements"}),
     # rag's costs are torch-free, but its retriever runs TinyLM (imported inside functions)
     ("torch", {"rope", "fp8", "ring", "tinylm", "torch_env", "triton_decode", "pretrained",
                "engine", "rag"}),
     ("bench", {"bench"}),
-    ("book", {"explorer", "quiz", "plots", "explorers", "page", "grading"}),
+    ("book", {"explorer", "picture", "pictures", "quiz", "plots", "explorers", "page", "grading"}),
 ]
 TORCH_FREE_FLOORS = 2
 HEAVY = {"torch", "numpy"}
