@@ -30,7 +30,7 @@ def test_retired_claim_stays_out(page, phrase, why):
 
 def test_the_corrections_are_on_the_pages():
     ch1 = (BOOK / "ch01-crossover.md").read_text()
-    assert "## The roofline" in ch1 and "roofline_figure" in ch1
+    assert "## The roofline" in ch1 and "roofline_picture" in ch1
     ch3 = (BOOK / "ch03-context-parallelism.md").read_text()
     for needed in ("ring_wall_clock", "pass_kv_vs_pass_q", "ulysses_max_degree", "kv_transfer_time",
                    "implied_mfu"):

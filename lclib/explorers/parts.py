@@ -19,8 +19,8 @@ def fmt_kv(n_bytes: int) -> str:
     return f"{n_bytes / GB:,.2f} GB = {n_bytes / GiB:,.2f} GiB"
 
 
-def context_slider(steps: int) -> LogSlider:
-    return LogSlider("seq_len", "context (tokens; K = 1,024)", 2**10, 2**20, steps=steps,
+def context_slider(steps: int, lo: int = 2**10, hi: int = 2**20) -> LogSlider:
+    return LogSlider("seq_len", "context (tokens; K = 1,024)", lo, hi, steps=steps,
                      snap=2**10, fmt=fmt_tokens, default=2**17)
 
 
