@@ -181,6 +181,75 @@ def derive_overlap_threshold() -> sp.Expr:
 
 
 
+# --- the ring's schedule: layouts, which K/V block a rank holds, which tiles it computes ------
+# lclib.ring runs this schedule on tensors; the pictures draw it. A sequence of S tokens is cut
+# into equal chunks: `contiguous` gives rank r chunk r of N, `zigzag` cuts 2N chunks and gives
+# rank r chunks r and 2N-1-r, so that under the causal mask every rank does the same work (the
+# load balance of ring-flash-attention and of the Llama 3 report).
+
+LAYOUTS = ("zigzag", "contiguous")
+FULL, DIAGONAL, SKIP = "full", "diagonal", "skip"
+
+
+def rank_chunks(world_size: int, layout: str = "zigzag") -> list[list[int]]:
+    """Chunk indices each rank holds, in sequence order: zigzag [[0, 2N-1], [1, 2N-2], ...]."""
+    n = positive_int("world_size", world_size)
+    if layout == "contiguous":
+        return [[r] for r in range(n)]
+    if layout == "zigzag":
+        return [[r, 2 * n - 1 - r] for r in range(n)]
+    raise ValueError(f"unknown layout {layout!r}; pass one of {', '.join(LAYOUTS)}")
+
+
+def n_chunks(world_size: int, layout: str) -> int:
+    """Chunks the sequence is cut into: N contiguous, 2N zigzag."""
+    return sum(len(c) for c in rank_chunks(world_size, layout))
+
+
+def chunk_len(seq_len: int, world_size: int, layout: str) -> int:
+    """Tokens per chunk; ValueError unless the chunks are equal."""
+    seq_len, n = positive_int("seq_len", seq_len), n_chunks(world_size, layout)
+    if seq_len % n:
+        raise ValueError(f"seq_len {seq_len} does not split into {n} equal chunks for the "
+                         f"{layout} layout over {world_size} ranks; pass a multiple of {n}")
+    return seq_len // n
+
+
+def pair_kind(q_chunk: int, k_chunk: int, causal: bool) -> str:
+    """What a (query chunk, key chunk) pair needs: full attention, the causal diagonal, or skip."""
+    if not causal or k_chunk < q_chunk:
+        return FULL
+    return DIAGONAL if k_chunk == q_chunk else SKIP
+
+
+def ring_source(rank: int, step: int, world_size: int) -> int:
+    """The rank whose K/V block `rank` holds at ring `step` (blocks move to rank + 1)."""
+    return (rank - step) % world_size
+
+
+def step_tiles(world_size: int, layout: str, rank: int, step: int,
+               causal: bool = True) -> dict[tuple[int, int], str]:
+    """The (query chunk, key chunk) tiles `rank` meets at ring `step`, each with its
+    `pair_kind`: its own query chunks against the chunks of the K/V block it holds."""
+    chunks = rank_chunks(world_size, layout)
+    return {(qc, kc): pair_kind(qc, kc, causal) for qc in chunks[rank]
+            for kc in chunks[ring_source(rank, step, world_size)]}
+
+
+def block_flops(seq_len: int, world_size: int, layout: str = "zigzag", causal: bool = True,
+                n_heads: int = 1, head_dim: int = 1) -> list[list[float]]:
+    """Attention FLOPs (QK^T and AV, 4*H*d per pair) of each rank at each ring step.
+
+    A diagonal chunk pair counts half its pairs, as `lclib.cost.attention_pairs` does.
+    """
+    c, per_pair = chunk_len(seq_len, world_size, layout), 4.0 * n_heads * head_dim
+    pairs = {FULL: attention_pairs(c, causal=False), DIAGONAL: attention_pairs(c, causal=True),
+             SKIP: 0.0}
+    return [[per_pair * sum(pairs[kind] for kind in step_tiles(world_size, layout, r, s,
+                                                                causal).values())
+             for s in range(world_size)] for r in range(world_size)]
+
+
 # --- load balance, other layouts, serving -------------------------------------------------------
 
 def ring_wall_clock(cp: int, layout: str = "zigzag") -> float:

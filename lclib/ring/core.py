@@ -1,6 +1,8 @@
-"""Blockwise attention with log-sum-exp merging, the sequence layouts, and per-rank work.
+"""Blockwise attention with log-sum-exp merging, run over the ring's schedule.
 
-A sequence of S tokens is cut into equal chunks; each rank holds some chunks' queries and
+The schedule (layouts, which K/V block a rank holds at each step, per-rank work) is torch-free
+and lives in `lclib.context_parallel`, so that pictures draw the same one; it is re-exported
+here. A sequence of S tokens is cut into equal chunks; each rank holds some chunks' queries and
 (at first) the same chunks' keys and values. `contiguous` gives rank r chunk r of N; `zigzag`
 cuts 2N chunks and gives rank r chunks r and 2N-1-r, so that under the causal mask every rank
 does the same work (Liu et al. 2023 pass the K/V blocks around the ring; the zigzag layout is
@@ -22,65 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cost import attention_pairs
-from ..units import positive_int
-
-LAYOUTS = ("zigzag", "contiguous")
-FULL, DIAGONAL, SKIP = "full", "diagonal", "skip"
-
-
-# --- layouts ---------------------------------------------------------------------------------
-
-def rank_chunks(world_size: int, layout: str = "zigzag") -> list[list[int]]:
-    """Chunk indices each rank holds, in sequence order: zigzag [[0, 2N-1], [1, 2N-2], ...]."""
-    n = positive_int("world_size", world_size)
-    if layout == "contiguous":
-        return [[r] for r in range(n)]
-    if layout == "zigzag":
-        return [[r, 2 * n - 1 - r] for r in range(n)]
-    raise ValueError(f"unknown layout {layout!r}; pass one of {', '.join(LAYOUTS)}")
-
-
-def n_chunks(world_size: int, layout: str) -> int:
-    """Chunks the sequence is cut into: N contiguous, 2N zigzag."""
-    return sum(len(c) for c in rank_chunks(world_size, layout))
-
-
-def chunk_len(seq_len: int, world_size: int, layout: str) -> int:
-    """Tokens per chunk; ValueError unless the chunks are equal."""
-    seq_len, n = positive_int("seq_len", seq_len), n_chunks(world_size, layout)
-    if seq_len % n:
-        raise ValueError(f"seq_len {seq_len} does not split into {n} equal chunks for the "
-                         f"{layout} layout over {world_size} ranks; pass a multiple of {n}")
-    return seq_len // n
-
-
-def pair_kind(q_chunk: int, k_chunk: int, causal: bool) -> str:
-    """What a (query chunk, key chunk) pair needs: full attention, the causal diagonal, or skip."""
-    if not causal or k_chunk < q_chunk:
-        return FULL
-    return DIAGONAL if k_chunk == q_chunk else SKIP
-
-
-def ring_source(rank: int, step: int, world_size: int) -> int:
-    """The rank whose K/V block `rank` holds at ring `step` (blocks move to rank + 1)."""
-    return (rank - step) % world_size
-
-
-def block_flops(seq_len: int, world_size: int, layout: str = "zigzag", causal: bool = True,
-                n_heads: int = 1, head_dim: int = 1) -> list[list[float]]:
-    """Attention FLOPs (QK^T and AV, 4*H*d per pair) of each rank at each ring step.
-
-    A diagonal chunk pair counts half its pairs, as `lclib.cost.attention_pairs` does.
-    """
-    c = chunk_len(seq_len, world_size, layout)
-    chunks, per_pair = rank_chunks(world_size, layout), 4.0 * n_heads * head_dim
-    pairs = {FULL: attention_pairs(c, causal=False), DIAGONAL: attention_pairs(c, causal=True),
-             SKIP: 0.0}
-    return [[per_pair * sum(pairs[pair_kind(qc, kc, causal)]
-                            for qc in chunks[r]
-                            for kc in chunks[ring_source(r, s, world_size)])
-             for s in range(world_size)] for r in range(world_size)]
+from ..context_parallel import DIAGONAL, FULL, SKIP, chunk_len, pair_kind, rank_chunks
+from ..context_parallel import LAYOUTS as LAYOUTS  # the schedule, re-exported for lclib.ring
+from ..context_parallel import block_flops as block_flops
+from ..context_parallel import n_chunks as n_chunks
+from ..context_parallel import ring_source as ring_source
+from ..context_parallel import step_tiles as step_tiles
 
 
 # --- blockwise attention and the merge --------------------------------------------------------
