@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .units import positive_int
@@ -97,6 +97,15 @@ class RadixCache:
     def stats(self) -> CacheStats:
         c = self._counts
         return CacheStats(c["lookups"], c["query"], c["hit"], c["inserted"], c["evicted"])
+
+    def nodes(self) -> list[_Node]:
+        """Every cached block's node (`.block`, `.parent`, `.children`), parents first."""
+        out, todo = [], list(reversed(self.root.children.values()))
+        while todo:
+            node = todo.pop()
+            out.append(node)
+            todo.extend(reversed(node.children.values()))
+        return out
 
     def _blocks(self, tokens: Tokens) -> list[tuple[int, ...]]:
         if isinstance(tokens, str | bytes) or not all(isinstance(t, int) for t in tokens):
@@ -263,6 +272,20 @@ def rag_prompts(n_docs: int, n_queries: int, doc_tokens: int, k: int, system_tok
     return prompts
 
 
+def replay_steps(prompts: Sequence[Tokens], block_size: int, capacity_tokens: int,
+                 in_flight: int = 1) -> Iterator[tuple[int, RadixCache]]:
+    """`replay` one request at a time: after each, (its prompt's cached tokens, the cache)."""
+    in_flight = positive_int("in_flight", in_flight)
+    cache, running = RadixCache(block_size, capacity_tokens), []
+    for prompt in prompts:
+        hit = cache.match(prompt)
+        running.append(cache.acquire(prompt))
+        cache.insert(prompt)
+        if len(running) > in_flight - 1:
+            cache.release(running.pop(0))
+        yield hit, cache
+
+
 def replay(prompts: Sequence[Tokens], block_size: int, capacity_tokens: int,
            in_flight: int = 1) -> ReplayResult:
     """Serve `prompts` in order through a fresh `RadixCache`; `in_flight` requests stay pinned.
@@ -270,15 +293,10 @@ def replay(prompts: Sequence[Tokens], block_size: int, capacity_tokens: int,
     Each request looks up its prompt, pins the hit, caches the prompt, and is released once
     `in_flight` later requests have started (requests overlap, as in a running batch).
     """
-    in_flight = positive_int("in_flight", in_flight)
-    cache, running = RadixCache(block_size, capacity_tokens), []
-    for prompt in prompts:
-        cache.match(prompt)
-        running.append(cache.acquire(prompt))
-        cache.insert(prompt)
-        if len(running) > in_flight - 1:
-            cache.release(running.pop(0))
-    s = cache.stats
+    steps = list(replay_steps(prompts, block_size, capacity_tokens, in_flight))
+    if not steps:
+        raise ValueError("pass at least one prompt to replay")
+    s = steps[-1][1].stats
     return ReplayResult(s.query_tokens, s.hit_tokens, s.evicted_tokens)
 
 

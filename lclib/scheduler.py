@@ -102,6 +102,18 @@ class Served:
         return (self.finish - self.first_token) / n if n else math.nan
 
 
+@dataclass(frozen=True)
+class Step:
+    """One engine step of `simulate`: from `start` to `end` (s), the prompt pieces it computed,
+    (request, offset, tokens), and the requests that decoded one token, (request, context);
+    a request is its index in `simulate`'s returned list."""
+
+    start: float
+    end: float
+    prefill: tuple[tuple[int, int, int], ...]
+    decode: tuple[tuple[int, int], ...]
+
+
 @dataclass
 class _Prefill:
     served: Served
@@ -128,6 +140,18 @@ class _Replica:
     t: float = 0.0
     queue: list[_Prefill] = field(default_factory=list)
     running: list[_Decode] = field(default_factory=list)
+    log: list[Step] | None = None
+    index: dict[int, int] = field(default_factory=dict)  # id(Served) -> its returned position
+
+    def record(self, start: float, plan: Sequence[tuple[_Prefill, int]], ahead: int = 0) -> None:
+        """Log the step [start, self.t]: `plan`'s pieces, and the running decodes, each `ahead`
+        tokens past its current context."""
+        if self.log is not None:
+            at = self.index
+            self.log.append(Step(start, self.t,
+                                 tuple((at[id(p.served)], p.done, n) for p, n in plan),
+                                 tuple((at[id(d.served)], d.context + ahead)
+                                       for d in self.running)))
 
     def prefill_plan(self) -> list[tuple[_Prefill, int]]:
         """Which prompts get how many tokens this step (decodes take one token each first)."""
@@ -144,7 +168,9 @@ class _Replica:
     def mixed_step(self) -> None:
         plan = self.prefill_plan()
         pieces = [(d.context, 1) for d in self.running] + [(p.done, n) for p, n in plan]
+        start = self.t
         self.t += self.cost.step(pieces)
+        self.record(start, plan)
         self.advance_decodes([self.t])
         for p, n in plan:
             p.done += n
@@ -175,8 +201,10 @@ class _Replica:
         a, b, m0, m1 = coef
         n, ctx = len(self.running), sum(d.context for d in self.running)
         times = []
-        for _ in range(min(d.left for d in self.running)):
+        for k in range(min(d.left for d in self.running)):
+            start = self.t
             self.t += max(n * a + b * ctx, m0 + m1 * ctx)
+            self.record(start, (), k)
             ctx = ctx + n
             times.append(self.t)
             if self.t >= until:
@@ -185,12 +213,14 @@ class _Replica:
 
 
 def simulate(requests: Sequence[Request], cost: StepCost | None = None, chunk: int | None = 4096,
-             priority: str = "fcfs") -> list[Served]:
-    """Serve `requests` on one replica; return each with its first-token and finish times.
+             priority: str = "fcfs", log: list[Step] | None = None) -> list[Served]:
+    """Serve `requests` on one replica; return each with its first-token and finish times,
+    in order of arrival.
 
     `chunk`: the per-step token budget and the largest piece of a prompt per step (None: no
     chunking, prompts run whole). `priority`: order of waiting prompts, "fcfs" (arrival, as
-    vLLM's default) or "short_first" (fewest prompt tokens left first).
+    vLLM's default) or "short_first" (fewest prompt tokens left first). `log`: a list that
+    gets every step, a `Step`, in order.
     """
     if priority not in PRIORITIES:
         raise ValueError(f"unknown priority {priority!r}; pass one of {', '.join(PRIORITIES)}")
@@ -198,8 +228,9 @@ def simulate(requests: Sequence[Request], cost: StepCost | None = None, chunk: i
         raise ValueError("pass at least one Request")
     cost = cost or StepCost()
     budget = max(r.prompt for r in requests) if chunk is None else positive_int("chunk", chunk)
-    rep, coef = _Replica(cost, chunk, priority, budget), cost.decode_coefficients()
+    rep, coef = _Replica(cost, chunk, priority, budget, log=log), cost.decode_coefficients()
     pending = sorted((Served(r) for r in requests), key=lambda s: s.request.arrival)
+    rep.index = {id(s): i for i, s in enumerate(pending)}
     i = 0
     while i < len(pending) or rep.queue or rep.running:
         if not rep.queue and not rep.running:

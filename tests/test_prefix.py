@@ -194,3 +194,32 @@ def test_block_size_one_matches_token_granular_like_sglang(a, b):
         cache = RadixCache(block_size=block, capacity_tokens=10**4)
         cache.insert(a)
         assert cache.match(b) == common // block * block
+
+
+@given(st.sampled_from([1, 2, 4]), st.integers(4, 64), st.lists(seqs, max_size=10))
+def test_nodes_are_the_cached_blocks_parents_first(block, capacity, inserted):
+    cache = RadixCache(block, max(block, capacity))
+    for s in inserted:
+        cache.insert(s)
+    nodes = cache.nodes()
+    assert len(nodes) == cache.n_blocks == len(set(nodes))
+    seen = {cache.root}
+    for node in nodes:
+        assert node.parent in seen and len(node.block) == block  # parents come first
+        seen.add(node)
+        path, up = [], node
+        while up is not cache.root:
+            path[:0], up = up.block, up.parent
+        assert cache.match(list(path)) == len(path)  # each node ends a cached prefix
+
+
+@given(st.sampled_from([1, 4, 16]), st.integers(16, 400), st.integers(0, 9))
+def test_replay_steps_are_replay_one_request_at_a_time(block, capacity, seed):
+    prompts = X.doc_qa_prompts(3, 8, 40, 8, seed=seed)
+    steps = list(X.replay_steps(prompts, block, max(block, capacity)))
+    result = X.replay(prompts, block, max(block, capacity))
+    assert len(steps) == len(prompts)
+    assert sum(hit for hit, _ in steps) == result.saved_tokens
+    assert steps[-1][1].stats.hit_rate == result.hit_rate
+    with pytest.raises(ValueError, match="at least one prompt"):
+        X.replay([], block, capacity)

@@ -143,3 +143,28 @@ def test_bad_input(call, match):
 def test_tpot_of_single_token_output_is_nan():
     (s,) = S.simulate([S.Request(0.0, 100, 1)], COST)
     assert math.isnan(s.tpot) and s.finish == s.first_token
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 3), st.integers(1, 20_000), st.integers(1, 30)),
+                min_size=1, max_size=6), st.sampled_from([256, 4096, None]))
+def test_the_step_log_adds_up_to_what_simulate_reports(reqs, chunk):
+    log: list[S.Step] = []
+    served = S.simulate([S.Request(*r) for r in reqs], COST, chunk, log=log)
+    for a, b in zip(log, log[1:], strict=False):
+        assert a.start < a.end <= b.start  # one step at a time, idle gaps between
+    for step in log:  # each step lasts what its pieces cost
+        pieces = [(c, 1) for _, c in step.decode] + [(o, n) for _, o, n in step.prefill]
+        assert step.end - step.start == pytest.approx(COST.step(pieces), rel=1e-9)
+        assert chunk is None or sum(n for _, n in pieces) <= chunk
+    for i, s in enumerate(served):
+        mine = [(st.end, o, n) for st in log for j, o, n in st.prefill if j == i]
+        assert [o for _, o, _ in mine] == [sum(n for _, _, n in mine[:k]) for k in range(len(mine))]
+        assert sum(n for _, _, n in mine) == s.request.prompt and mine[-1][0] == s.first_token
+        decodes = [(st.end, c) for st in log for j, c in st.decode if j == i]
+        assert [t for t, _ in decodes] == s.token_times
+        assert [c for _, c in decodes] == list(range(s.request.prompt + 1,
+                                                     s.request.prompt + s.request.output))
+    busy = sum(st.end - st.start for st in log)
+    assert busy == pytest.approx(max(s.finish for s in served) - sum(
+        max(0.0, b.start - a.end) for a, b in zip(log, log[1:], strict=False)) - log[0].start)
