@@ -142,3 +142,14 @@ def test_bad_input_says_what_to_pass() -> None:
         roofline_picture(gpus=("h300",))
     with pytest.raises(ValueError, match="unknown model|pass one of"):
         roofline_picture(model="llama-9")
+
+
+@pytest.mark.parametrize("batch", [1, 16, 1024])
+def test_the_whole_step_drifts_to_attention_as_the_context_grows(batch: int) -> None:
+    # the pages' sentence: the weights are read once per step, the KV once per request and token
+    gaps = []
+    for k in range(10, 21):
+        step, attn = (float(i) for *_, i in dots(roofline_frame(2**k, batch, LLAMA,
+                                                                "h100-sxm").svg)[4:2:-1])
+        gaps.append(abs(math.log(step / attn)))
+    assert all(a > b for a, b in zip(gaps, gaps[1:], strict=False))
