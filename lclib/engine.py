@@ -178,13 +178,19 @@ def hf_overrides(config: dict[str, Any], rope_scaling: dict[str, Any] | None,
 @dataclass(frozen=True)
 class Result:
     """One request: generated `token_ids`, time to first token and inter-token latencies (s),
-    and how many prompt tokens came from the prefix cache."""
+    and how many prompt tokens came from the prefix cache. On the clock of its `generate` call
+    (seconds since the call): when it entered the engine (`arrival`), when each token came out
+    (`times`), and the end of every engine step while it was in the engine (`steps`; those
+    before its first token computed its prompt)."""
 
     token_ids: list[int]
     ttft: float
     itl: list[float]
     num_cached_tokens: int
     prompt_tokens: int
+    arrival: float = 0.0
+    times: tuple[float, ...] = ()
+    steps: tuple[float, ...] = ()
 
 
 def _local_config(model: str) -> dict[str, Any]:
@@ -242,8 +248,8 @@ class Engine:
             raise ValueError("pass one after_steps entry >= 0 per prompt")
         params = [SamplingParams(max_tokens=k, temperature=0.0, ignore_eos=True,
                                  output_kind=RequestOutputKind.CUMULATIVE) for k in lengths]
-        engine, ids = self.llm.llm_engine, {}
-        added, times, outs, step = {}, {}, {}, 0
+        engine, ids, t0 = self.llm.llm_engine, {}, time.perf_counter()
+        added, times, outs, step, ends = {}, {}, {}, 0, []
         pending = sorted(range(len(prompts)), key=lambda i: after[i])
         while pending or engine.has_unfinished_requests():
             while pending and after[pending[0]] <= step:
@@ -260,10 +266,19 @@ class Engine:
                 new = len(out.outputs[0].token_ids) - len(times[i])
                 times[i] += [now] * new
                 outs[i] = out
-        return [Result(list(outs[i].outputs[0].token_ids), times[i][0] - added[i],
-                       [b - a for a, b in zip(times[i], times[i][1:], strict=False)],
-                       int(outs[i].num_cached_tokens or 0), len(prompts[i]))
+            ends.append(now or time.perf_counter())
+        return [self._result(outs[i], len(prompts[i]), added[i] - t0,
+                             [t - t0 for t in times[i]], [t - t0 for t in ends])
                 for i in range(len(prompts))]
+
+    @staticmethod
+    def _result(out: Any, prompt_tokens: int, arrival: float, times: list[float],
+                ends: list[float]) -> Result:
+        steps = tuple(t for t in ends if arrival < t <= times[-1])
+        return Result(list(out.outputs[0].token_ids), times[0] - arrival,
+                      [b - a for a, b in zip(times, times[1:], strict=False)],
+                      int(out.num_cached_tokens or 0), prompt_tokens, arrival, tuple(times),
+                      steps)
 
     def niah_hits(self, task: str = "single_needle", lengths: Sequence[int] = (256,),
                   depths: Sequence[float] = (0.0, 0.5, 1.0), n: int = 16,
@@ -499,10 +514,11 @@ def calibrate(engine: Engine, lengths: Sequence[int] = (512, 2048), decodes: int
 
 def chunked_prefill(engine: Engine, cost: MeasuredStepCost, n_short: int = 4,
                     short_prompt: int = 16, short_tokens: int = 48, long_prompt: int = 3000,
-                    arrive_after: int = 8, seed: int = 2) -> dict[str, float]:
+                    arrive_after: int = 8, seed: int = 2) -> dict[str, Any]:
     """One long prompt arriving while `n_short` requests decode: their ITL p50/p99 and the long
     prompt's TTFT, measured, and simulated by `lclib.scheduler` with `cost` and the engine's
-    `max_num_batched_tokens` as the chunk."""
+    `max_num_batched_tokens` as the chunk. Also the timelines: `results` (the engine's
+    `Result`s, long prompt last), `served` and `steps` (the simulation's, same order)."""
     from . import scheduler
 
     rng = random.Random(seed)
@@ -513,14 +529,16 @@ def chunked_prefill(engine: Engine, cost: MeasuredStepCost, n_short: int = 4,
     gaps = [g for r in results[:-1] for g in r.itl]
     arrival = arrive_after * cost.overhead_s
     reqs = [scheduler.Request(0.0, short_prompt, short_tokens) for _ in range(n_short)]
+    steps: list[scheduler.Step] = []
     served = scheduler.simulate(reqs + [scheduler.Request(arrival, long_prompt, 1)], cost,
-                                chunk=engine.max_num_batched_tokens)
+                                chunk=engine.max_num_batched_tokens, log=steps)
     model_gaps = [g for s in served[:-1] for g in s.itl]
     return {"itl_p50_s": percentile(gaps, 50), "itl_p99_s": percentile(gaps, 99),
             "long_ttft_s": results[-1].ttft,
             "model_itl_p50_s": percentile(model_gaps, 50),
             "model_itl_p99_s": percentile(model_gaps, 99),
-            "model_long_ttft_s": served[-1].ttft}
+            "model_long_ttft_s": served[-1].ttft,
+            "results": results, "served": served, "steps": steps}
 
 
 def fp8_kv_available() -> bool:

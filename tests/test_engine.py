@@ -162,6 +162,22 @@ def test_prefix_cache_serves_whole_blocks(served):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("vllm")
+def test_results_keep_the_clock_of_tokens_and_steps(served):
+    rng = random.Random(13)
+    prompts = [engine.filler(16, rng) for _ in range(2)] + [engine.filler(1500, rng)]
+    results = served.generate(prompts, [10, 10, 2], after_steps=[0, 0, 3])
+    for r in results:
+        assert len(r.times) == len(r.token_ids) and r.arrival < r.times[0]
+        assert r.ttft == pytest.approx(r.times[0] - r.arrival)
+        assert r.itl == pytest.approx([b - a for a, b in zip(r.times, r.times[1:], strict=False)])
+        assert set(r.times) <= set(r.steps) and r.steps[-1] == r.times[-1]  # tokens end steps
+    long = results[-1]
+    assert results[0].times[2] < long.arrival < long.steps[0]  # entered after three steps
+    assert long.steps[-1] == long.times[-1] and len(long.steps) >= len(long.times)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("vllm")
 def test_engine_niah_matches_the_course_evaluation(model, served):
     kw = {"lengths": (256, 512), "depths": (0.0, 1.0)}
     through_engine = served.niah("single_needle", n=6, **kw)
