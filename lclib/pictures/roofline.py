@@ -116,7 +116,8 @@ def _roof(gpu: str) -> list[str]:
     peak, ridge = g.peak_flops("bf16"), g.ridge_point("bf16")
     lo, hi = X_RANGE
     pts = " ".join(f"{x_of(i)},{y_of(attainable(i, gpu))}" for i in (lo, ridge, hi))
-    xr, sx, sy = x_of(ridge), x_of(ridge / 40), y_of(attainable(ridge / 40, gpu)) - 6
+    xr, sx, sy = x_of(ridge), x_of(ridge / 3), y_of(attainable(ridge / 3, gpu)) - 18
+    tilt = round(math.degrees(math.atan2(y_of(1e13) - y_of(1e14), x_of(10) - x_of(1))))
     return [
         el("path", d=f"M{xr} {PLOT[1]}V{PLOT[3]}", class_="lc-faint", stroke_dasharray="4 3"),
         el("polyline", points=pts, class_="lc-ink", stroke_width=2.5, data_ridge=f"{ridge:.6g}"),
@@ -125,8 +126,8 @@ def _roof(gpu: str) -> list[str]:
         el("text", x=xr + 6, y=PLOT[1] + 14, text="compute-bound →"),
         el("text", x=(xr + PLOT[2]) // 2, y=y_of(peak) - 6, text_anchor="middle",
            text=f"{g.label or g.name}: peak {peak / 1e12:,.0f} TFLOP/s"),
-        el("text", x=sx, y=sy, text_anchor="end", transform=f"rotate(-24 {sx} {sy})",
-           text=f"HBM {g.hbm_bandwidth / 1e12:g} TB/s × intensity"),
+        el("text", x=sx, y=sy, text_anchor="end", transform=f"rotate({-tilt} {sx} {sy})",
+           text=f"{g.hbm_bandwidth / 1e12:g} TB/s × intensity"),
     ]
 
 
