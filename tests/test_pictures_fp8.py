@@ -152,7 +152,7 @@ def test_grid_counts_come_from_quantize(fmt: str, granularity: str) -> None:
     assert torch.equal(g.after, after)
     assert g.zeros == int((after == 0).sum()) and g.distinct == len(set(after.flatten().tolist()))
     svg = pictures.grid_frame(1_000, fmt, granularity).svg
-    assert f"{g.zeros:,} stored as 0" in svg and f"{g.distinct:,} distinct stored values" in svg
+    assert f"{g.zeros:,} stored as 0" in svg and f"{g.distinct:,} distinct stored value" in svg
 
 
 def test_an_outlier_head_collapses_its_neighbour_per_tensor_not_per_head() -> None:

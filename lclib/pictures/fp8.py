@@ -89,7 +89,11 @@ def _fields(fmt: str) -> list[tuple[str, int, str]]:
 
 
 def _num(v: float) -> str:
-    return (f"{v:,.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3g}").replace("-", "−")
+    return f"{v:,.4g}".replace("-", "−")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def decode(landing: Landing) -> str:
@@ -331,7 +335,7 @@ def grid_frame(magnitude: float, fmt: str, granularity: str) -> Frame:
         el("text", text=f"per-{granularity.replace('_', '-')}: {SHARES[granularity]}", x=8,
            y=18, class_="lc-fp8-name"),
         el("text", text=f"head {HEAD}'s {n:,} K values in {fmt}: {g.zeros:,} stored as 0 "
-           f"({g.zeros / n:.0%}), {g.distinct:,} distinct stored values, error "
+           f"({g.zeros / n:.0%}), {_plural(g.distinct, 'distinct stored value')}, error "
            f"{100 * g.rel_error:.3g}%", x=8, y=38),
         el("text", text=f"{scope}: {g.scale:.3g} = amax (from head {g.amax_head}) / "
            f"{fp8.grid_max(fmt):,g}", x=8, y=56, class_="lc-fp8-small"),
@@ -339,8 +343,9 @@ def grid_frame(magnitude: float, fmt: str, granularity: str) -> Frame:
         el("path", d=_outline(before, y_max), class_="lc-ink", stroke_width=1.5),
         el("path", d=f"M{left} {bottom}H{right}", class_="lc-ink"),
         el("path", d=_comb(g.levels, top), class_="lc-fill-1"),
-        el("text", text=f"{g.levels.numel()} representable levels of {scope} within the "
-           f"head's range (±{top / 1.04:.3g})", x=left, y=bottom + 32, class_="lc-fp8-small"),
+        el("text", text=f"{_plural(g.levels.numel(), 'representable level')} of {scope} "
+           f"within the head's range (±{_num(top / 1.04)})", x=left, y=bottom + 32,
+           class_="lc-fp8-small"),
         el("text", text="bars: stored values", x=right, y=ptop + 4, text_anchor="end"),
         el("text", text="line: before (fp32)", x=right, y=ptop + 20, text_anchor="end"),
         el("text", text=_num(-top / 1.04), x=left, y=bottom + 46, text_anchor="middle",
@@ -354,10 +359,10 @@ def grid_frame(magnitude: float, fmt: str, granularity: str) -> Frame:
         parts.append(el("text", text=f"↑ {after[peak]:,} values here", x=left + (peak + 0.5) * w,
                         y=ptop - 6, text_anchor="middle", class_="lc-fp8-name"))
     label = (f"Head {HEAD}'s K values before and after {fmt} storage with per-{granularity} "
-             f"scales: {g.zeros} of {n} become 0, {g.distinct} distinct values remain")
+             f"scales: {g.zeros} of {n} become 0, {_plural(g.distinct, 'distinct value')} remain")
     caption = (f"Outlier head 0 is {magnitude:,g}× larger. Per-{granularity.replace('_', '-')} "
-               f"scales in {fmt}: head {HEAD} keeps {g.distinct:,} distinct values, {g.zeros:,} "
-               f"of {n:,} round to 0, error {100 * g.rel_error:.3g}%.")
+               f"scales in {fmt}: head {HEAD} keeps {_plural(g.distinct, 'distinct value')}, "
+               f"{g.zeros:,} of {n:,} round to 0, error {100 * g.rel_error:.3g}%.")
     return Frame(svg(W, 308, *parts, label=label), caption=caption)
 
 
