@@ -64,6 +64,7 @@ def test_groups_nodes_and_links_follow_the_recipe(seq_len: int, gpu: str, n_gpus
     assert [int(t) for t, _ in groups] == [r.tp] * r.cp
     assert [int(k) for _, k in groups] == list(range(r.cp))
     assert r.tp * r.cp == n_gpus  # the layout uses every GPU asked for
+    assert r.tp == min(n_gpus, 8)  # ch08: TP fills a node first, CP adds nodes
     nodes = -(-n_gpus // 8)  # an HGX/DGX node has 8 GPUs on NVLink
     assert len(re.findall(r'data-node="\d+"', svg)) == nodes
     assert svg.count('href="#lc-cs-gpu"') == min(n_gpus, 8)  # one node's GPUs, drawn once
