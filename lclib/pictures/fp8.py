@@ -89,7 +89,7 @@ def _fields(fmt: str) -> list[tuple[str, int, str]]:
 
 
 def _num(v: float) -> str:
-    return f"{v:,.4g}".replace("-", "−")
+    return (f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}").replace("-", "−")
 
 
 def _plural(n: int, word: str) -> str:
@@ -99,7 +99,7 @@ def _plural(n: int, word: str) -> str:
 def decode(landing: Landing) -> str:
     """How the bits give the stored value, in words and numbers."""
     if landing.fmt == "int8":
-        return f"= {int(landing.stored)} (the integer itself: scale 1.0)"
+        return f"= {_num(landing.stored)} (the integer itself: scale 1.0)"
     info, b = fp8.format_info(landing.fmt), bias(landing.fmt)
     s, e = landing.bits[0] == "1", int(landing.bits[1:1 + info.exponent_bits], 2)
     m, steps = int(landing.bits[1 + info.exponent_bits:], 2), 2**info.mantissa_bits
