@@ -101,11 +101,14 @@ def _per_kv_head(scores: Tensor, n_kv_heads: int) -> Tensor:
 
 
 def policy_scores(policy: str, probs: Tensor, n_kv_heads: int,
-                  question_probs: Tensor | None = None) -> Tensor:
+                  question_probs: Tensor | None = None, observation: int = OBSERVATION,
+                  pool: int = POOL, pooling: str = "max") -> Tensor:
     """Importance [B, H_kv, T] of each context token under `policy` (higher is kept first).
 
     probs: one layer's context attention [B, H, T, T]; question_probs: the question's
-    attention over the context [B, H, Tq, T] (SnapKV when the question is known).
+    attention over the context [B, H, Tq, T] (SnapKV when the question is known). SnapKV sums
+    the last `observation` queries' attention and pools it over `pool` neighbours ("max" or
+    "avg", the two options of SnapKV's reference code).
     """
     b, h, t, _ = probs.shape
     pos = torch.arange(t, dtype=probs.dtype).expand(b, n_kv_heads, t)
@@ -122,34 +125,45 @@ def policy_scores(policy: str, probs: Tensor, n_kv_heads: int,
                 raise ValueError("snapkv-question needs question_probs (the question's attention)")
             obs = question_probs.sum(2)
         else:
-            obs = probs[:, :, -OBSERVATION:].sum(2)
-        pooled = F.max_pool1d(obs, POOL, stride=1, padding=POOL // 2)
+            obs = probs[:, :, -observation:].sum(2)
+        if pooling not in ("max", "avg"):
+            raise ValueError(f"pooling={pooling!r}; pass 'max' or 'avg'")
+        pool_fn = F.max_pool1d if pooling == "max" else F.avg_pool1d
+        pooled = pool_fn(obs, pool, stride=1, padding=pool // 2)
         score = _per_kv_head(pooled, n_kv_heads)
         return score if policy == "snapkv-question" else torch.where(
-            pos >= t - OBSERVATION, score.max() + 1, score)
+            pos >= t - observation, score.max() + 1, score)
     raise ValueError(f"unknown policy {policy!r}; pass one of {', '.join(POLICIES)}")
+
+
+def kept_positions(score: Tensor, policy: str, budget: int) -> Tensor:
+    """Positions [B, H_kv, budget] (ascending) that `policy` keeps, from its `score` [B, H_kv, T].
+
+    H2O keeps half its budget as the most recent tokens and half as heavy hitters.
+    """
+    t = score.shape[-1]
+    if not 1 <= budget <= t:
+        raise ValueError(f"budget is tokens kept per head; pass 1 <= budget <= {t}")
+    if policy == "h2o":
+        recent = budget // 2
+        score = torch.where(torch.arange(t) >= t - recent, score.max() + 1, score)
+    return score.topk(budget, dim=-1).indices.sort(-1).values
+
+
+def gather_kv(x: Tensor, idx: Tensor) -> Tensor:
+    """Entries `idx` [B, H_kv, n] of `x` [B, H_kv, T, D] along the token axis."""
+    return x.gather(2, idx[..., None].expand(-1, -1, -1, x.shape[-1]))
 
 
 def select(past: Past, probs: list[Tensor], policy: str, budget: int,
            question_probs: list[Tensor] | None = None) -> Past:
-    """Keep `budget` context tokens per layer and KV head, chosen by `policy`.
-
-    H2O keeps half its budget as the most recent tokens and half as heavy hitters.
-    """
-    t = past.kept
-    if not 1 <= budget <= t:
-        raise ValueError(f"budget is tokens kept per head; pass 1 <= budget <= {t}")
+    """Keep `budget` context tokens per layer and KV head, chosen by `policy`."""
     keys, values = [], []
     for i, (k, v) in enumerate(zip(past.keys, past.values, strict=True)):
         qp = question_probs[i] if question_probs is not None else None
-        score = policy_scores(policy, probs[i], k.shape[1], qp)
-        if policy == "h2o":
-            recent = budget // 2
-            score = torch.where(torch.arange(t) >= t - recent, score.max() + 1, score)
-        idx = score.topk(budget, dim=-1).indices.sort(-1).values
-        gather = idx[..., None].expand(-1, -1, -1, k.shape[-1])
-        keys.append(k.gather(2, gather))
-        values.append(v.gather(2, gather))
+        idx = kept_positions(policy_scores(policy, probs[i], k.shape[1], qp), policy, budget)
+        keys.append(gather_kv(k, idx))
+        values.append(gather_kv(v, idx))
     return Past(keys, values, past.length)
 
 
