@@ -191,7 +191,14 @@ def test_bad_input_says_what_to_pass() -> None:
         P.prefix_picture(PROMPTS[:2], block_sizes={0: "none"})
 
 
-def test_chapter_4_shows_the_pictures() -> None:
+def test_chapter_4_draws_what_it_glues() -> None:
+    # the page glues replay's hit rates and gantt_summary's numbers for these very inputs
     page = (BOOK / "ch04-prefix-and-chunking.md").read_text()
-    for name in ("prefix_picture(", "scheduler_picture(", "engine_scheduler_picture("):
-        assert name in page
+    for call in ("prefix.doc_qa_prompts(**prefix_pictures.WORKLOAD)",
+                 "prefix.replay(small, b, prefix_pictures.CAPACITY)",
+                 "prefix_pictures.prefix_picture(small)",
+                 "prefix_pictures.scheduler_picture(prefix_pictures.GANTT, cost4)",
+                 "prefix_pictures.engine_scheduler_picture(chunked_runs)",
+                 "cost4 = scheduler.StepCost()"):
+        assert call in page, call
+    assert scheduler.StepCost() == COST  # the picture's default cost is the page's cost4
