@@ -26,6 +26,12 @@ def grid() -> pictures.Picture:
     return pictures.fp8_picture("grid")
 
 
+@pytest.fixture(scope="module")
+def keys() -> torch.Tensor:
+    """The chapter's synthetic K with outlier head 0 1,000x larger, as the picture draws it."""
+    return fp8.outlier_kv(1_000.0, batch=1, seq_len=pictures.TOKENS).k
+
+
 def row(svg: str, fmt: str) -> str:
     return re.search(rf'<g data-format="{fmt}">(.*?)</g></g>', svg).group(1)
 
@@ -141,8 +147,8 @@ def test_grid_levels_are_what_quantize_stores(magnitude: float, fmt: str,
 
 @pytest.mark.parametrize("fmt", ["e4m3", "e5m2", "int8"])
 @pytest.mark.parametrize("granularity", pictures.GRANULARITIES)
-def test_grid_counts_come_from_quantize(fmt: str, granularity: str) -> None:
-    k = fp8.outlier_kv(1_000.0, batch=1, seq_len=pictures.TOKENS).k
+def test_grid_counts_come_from_quantize(fmt: str, granularity: str, keys: torch.Tensor) -> None:
+    k = keys
     if granularity == "channel":  # one scale per channel of head 1: its own amax over tokens
         after = torch.stack([fp8.quantize(k[0, 1, :, c], fmt).dequantize()
                              for c in range(k.shape[-1])], -1)
