@@ -215,9 +215,9 @@ def rope_frame(model: str, method: str, factor: float) -> Frame:
     caption = f"{h.name}, {METHODS[method]} ×{factor:g}: {summary} (of {n} pairs)."
     if method == "yarn":
         low, high = rope.correction_range(h.head_dim, h.rope_theta, h.original)
-        caption += (f" correction_range puts the ramp's ends at pair {low} (turns "
-                    f"{rope.YARN_BETA_FAST:g}× in {h.original:,} tokens) and pair {high} (turns "
-                    "once).")
+        caption += (f" correction_range puts the ramp's ends at pair {low}, the last to turn "
+                    f"more than {rope.YARN_BETA_FAST:g}× in {h.original:,} tokens, and pair "
+                    f"{high}, the first to turn less than {rope.YARN_BETA_SLOW:g}×.")
     caption += (" Top: each pair's wavelength (bar) and its scaled wavelength (tick); bottom: "
                 "what its frequency is divided by.")
     return Frame(svg(W, H, *body, label=f"RoPE pairs of {h.name} under {METHODS[method]} "
