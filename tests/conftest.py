@@ -19,10 +19,19 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Grading: exercises/ and the autograder built from solutions/ into a temporary folder."""
+    """Grading: exercises/ and the autograder built from solutions/ into a temporary folder,
+    once per run: parallel workers share it (the first builds, under a lock; ~30 s each)."""
+    from filelock import FileLock
+
     from lclib import grading
 
-    out = tmp_path_factory.mktemp("assign")
-    grading.assign(Path(__file__).resolve().parents[1] / "solutions", out / "exercises",
-                   out / "build", run_tests=False)
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    out = shared / "assign"
+    with FileLock(shared / "assign.lock"):
+        if not (out / "done").exists():
+            grading.assign(Path(__file__).resolve().parents[1] / "solutions", out / "exercises",
+                           out / "build", run_tests=False)
+            (out / "done").touch()
     return out
