@@ -113,11 +113,17 @@ def browser() -> Iterator[Browser]:
 
 
 class Visit:
-    """A page in a fresh context (cold cache) that records every problem while it is open."""
+    """A page in a fresh context (cold cache) that records every problem while it is open.
 
-    def __init__(self, browser: Browser, site: str, name: str) -> None:
+    `mode` is the theme's: "light" or "dark", set as a reader's choice is (the theme keeps it in
+    localStorage) and as the system's colour scheme (the theme's default mode is "auto").
+    """
+
+    def __init__(self, browser: Browser, site: str, name: str, mode: str = "light") -> None:
         self.problems: list[str] = []
-        self.context = browser.new_context(viewport=VIEWPORT)
+        self.context = browser.new_context(viewport=VIEWPORT, color_scheme=mode)
+        self.context.add_init_script(
+            f"localStorage.setItem('mode', '{mode}'); localStorage.setItem('theme', '{mode}');")
         # Offline proof: anything not served by our server is aborted and fails the test.
         self.context.route(re.compile(rf"^(?!{re.escape(site)})"), self._block)
         self.page: Page = self.context.new_page()
@@ -145,8 +151,9 @@ def visit(browser: Browser, site: str) -> Iterator:
     """Open pages by name; each is checked for problems when the test ends."""
     visits: list[Visit] = []
 
-    def open_page(name: str) -> Visit:
-        visits.append(Visit(browser, site, name))
+    def open_page(name: str, mode: str = "light") -> Visit:
+        visits.append(Visit(browser, site, name, mode))
+        assert visits[-1].page.evaluate("document.documentElement.dataset.theme") == mode, name
         return visits[-1]
 
     yield open_page
@@ -156,7 +163,7 @@ def visit(browser: Browser, site: str) -> Iterator:
 
 @pytest.mark.parametrize("name", PAGES)
 def test_page(name: str, visit, metrics: dict) -> None:
-    """Loads clean; math typeset (no TeX errors) and widgets drawn; saves a screenshot."""
+    """Loads clean; math typeset (no TeX errors), widgets drawn, blocks legible; screenshot."""
     v = visit(name)
     n_math = v.page.locator(".math").count()
     if n_math:
@@ -170,6 +177,7 @@ def test_page(name: str, visit, metrics: dict) -> None:
     shot = BUILD / "screenshots" / f"{name}.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     v.page.screenshot(path=shot, full_page=True)
+    _check_theme(v.page, name, "light")
 
 
 def _loads(browser: Browser, url: str, n: int) -> list[float]:
@@ -295,3 +303,160 @@ def test_quizzes(visit) -> None:
                 feedback = q.locator(".lc-feedback")
                 assert verdict in feedback.get_attribute("class").split(), where
                 assert feedback.inner_text().strip(), f"{where}: no feedback text"
+
+
+# Pictures (lclib.picture) drawn by lclib; not the copies inside an ipywidget's HTML output.
+PICTURE = ".lc-picture:not(.jupyter-widgets .lc-picture)"
+SHOWN_JS = """root => [root.getAttribute('data-point'),
+                       root.querySelector('.lc-stage').innerHTML]"""
+# How many distinct data-point values each animated picture shows while `ms` pass (every 20 ms).
+WATCH_JS = """ms => new Promise(done => {
+    const roots = [...document.querySelectorAll('.lc-picture button.lc-play')]
+        .map(b => b.closest('.lc-picture')).filter(r => !r.closest('.jupyter-widgets'));
+    const seen = roots.map(r => new Set([r.getAttribute('data-point')]));
+    const timer = setInterval(() => roots.forEach((r, i) => seen[i].add(
+        r.getAttribute('data-point'))), 20);
+    setTimeout(() => { clearInterval(timer); done(seen.map(s => s.size)); }, ms);
+})"""
+ANIMATES_WITHIN_MS = 2000
+
+
+def test_pictures(visit) -> None:
+    """Every picture draws; every control changes the frame shown; play animates, pause stops."""
+    pages = pages_with("lc-picture")
+    assert pages, "no page of the book has a picture (.lc-picture)"
+    for name in pages:
+        page = visit(name).page
+        roots = page.locator(PICTURE)
+        assert roots.count(), f"{name}: picture markup but nothing rendered"
+        for i in range(roots.count()):
+            root, where = roots.nth(i), f"{name} picture {i}"
+            box = root.locator(".lc-stage svg").first.bounding_box()
+            assert box and box["width"] > 0 and box["height"] > 0, f"{where}: no drawing"
+            controls = root.locator("[data-axis]")
+            for j in range(controls.count()):
+                control = controls.nth(j)
+                if control.evaluate("el => el.tagName") == "SELECT":
+                    values = control.locator("option").evaluate_all("os => os.map(o => o.value)")
+                else:
+                    hi = int(control.get_attribute("max"))
+                    values = sorted({0, hi // 2, hi})
+                shown = []
+                for value in values:
+                    control.evaluate(SET_JS, str(value))
+                    shown.append(root.evaluate(SHOWN_JS))
+                points, stages = zip(*shown, strict=True)
+                assert len(set(points)) == len(values), f"{where}: control {j} moves no point"
+                assert len(set(stages)) > 1, f"{where}: control {j} changes no frame"
+        _plays_and_pauses(page, name)
+
+
+def _plays_and_pauses(page: Page, name: str) -> None:
+    """All animated pictures of a page at once: frames change within ~2 s; pause stops them."""
+    buttons = page.locator(f"{PICTURE} button.lc-play")
+    if not buttons.count():
+        return
+    interval = max(json.loads(b.evaluate(
+        "b => b.closest('.lc-picture').querySelector('script.lc-data').textContent"))["interval"]
+        for b in buttons.all())
+    window = max(ANIMATES_WITHIN_MS, 2 * interval)
+    for i in range(buttons.count()):
+        buttons.nth(i).click()
+        assert buttons.nth(i).get_attribute("aria-pressed") == "true", f"{name}: play {i}"
+    seen = page.evaluate(WATCH_JS, window)
+    assert all(n >= 2 for n in seen), f"{name}: frames shown while playing for {window} ms: {seen}"
+    for i in range(buttons.count()):
+        buttons.nth(i).click()
+        assert buttons.nth(i).get_attribute("aria-pressed") == "false", f"{name}: pause {i}"
+    seen = page.evaluate(WATCH_JS, int(1.5 * interval))
+    assert all(n == 1 for n in seen), f"{name}: frames shown after pause: {seen}"
+
+
+# WCAG 2.1 contrast of each rendered text inside `root` against the page behind the block: the
+# text's colour (SVG text: its fill) with its alpha and its ancestors' opacity, over the
+# backgrounds of the block and its ancestors composited from <html> down.
+CONTRAST_JS = """root => {
+    const rgba = s => { const v = (s.match(/[\\d.]+/g) || []).map(Number);
+        return v.length >= 3 ? [v[0], v[1], v[2], v.length > 3 ? v[3] : 1] : null; };
+    const over = (top, bottom) => { const a = top[3] + bottom[3] * (1 - top[3]);
+        return [0, 1, 2].map(k => (top[k] * top[3] + bottom[k] * bottom[3] * (1 - top[3])) / a)
+            .concat([a]); };
+    const lum = c => { const l = c.slice(0, 3).map(v => { v /= 255;
+        return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+        return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2]; };
+    const chain = []; for (let e = root; e; e = e.parentElement) chain.unshift(e);
+    let bg = [255, 255, 255, 1];
+    for (const e of chain) bg = over(rgba(getComputedStyle(e).backgroundColor) || [0, 0, 0, 0], bg);
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    const worst = {};
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+        const el = n.parentElement, text = n.textContent.trim();
+        if (!text || el.closest('script, style, option, title, desc')) continue;
+        if (!el.getClientRects().length) continue;
+        const style = getComputedStyle(el), svg = el instanceof SVGElement;
+        let c = rgba(svg ? style.fill : style.color);
+        if (!c) continue;
+        let alpha = c[3] * (svg ? +style.fillOpacity : 1);
+        for (let e = el; e && e !== root.parentElement; e = e.parentElement)
+            alpha *= +getComputedStyle(e).opacity;
+        c = over([c[0], c[1], c[2], alpha], bg);
+        const [hi, lo] = [lum(c), lum(bg)].sort((a, b) => b - a);
+        const ratio = (hi + 0.05) / (lo + 0.05);
+        if (!(text in worst) || ratio < worst[text]) worst[text] = ratio;
+    }
+    return {background: lum(bg), worst};
+}"""
+MIN_CONTRAST = 4.5  # WCAG 2.1 AA, normal text
+
+
+# Every quiz answer revealed, and one feedback of each verdict shown (test_quizzes gives them by
+# answering), so that all of a quiz's text is on screen.
+QUIZ_OPEN_JS = """root => {
+    root.querySelectorAll('.lc-reveal').forEach(b => b.click());
+    const fb = root.querySelectorAll('.lc-feedback');
+    fb.forEach((f, i) => f.classList.add(i % 2 ? 'lc-wrong' : 'lc-correct'));
+}"""
+
+
+def test_dark_mode(visit) -> None:
+    """In the theme's dark mode, explorers, pictures and quizzes are dark too, text legible."""
+    with_blocks = {p for kind in ("lc-explorer", "lc-picture", "lc-quiz") for p in pages_with(kind)}
+    assert with_blocks, "no page of the book has an explorer, a picture or a quiz"
+    for name in [p for p in PAGES if p in with_blocks]:
+        _check_theme(visit(name, "dark").page, name, "dark")
+
+
+def _check_theme(page: Page, name: str, mode: str) -> None:
+    """Each block's background follows `mode`; its text keeps 4.5:1; block screenshots saved."""
+    for quiz in page.locator(".lc-quiz").all():
+        quiz.evaluate(QUIZ_OPEN_JS)
+    shots = BUILD / "screenshots" / mode
+    shots.mkdir(parents=True, exist_ok=True)
+    for i, root in enumerate(page.locator(f"{EXPLORER}, {PICTURE}, .lc-quiz").all()):
+        where = f"{name} block {i} ({mode})"
+        found = root.evaluate(CONTRAST_JS)
+        if mode == "dark":
+            assert found["background"] < 0.1, f"{where}: a light box on a dark page"
+        else:
+            assert found["background"] > 0.7, f"{where}: a dark box on a light page"
+        low = {t: round(r, 2) for t, r in found["worst"].items() if r < MIN_CONTRAST}
+        assert found["worst"] and not low, f"{where}: text below {MIN_CONTRAST}:1: {low}"
+        root.screenshot(path=shots / f"{name.replace('/', '-')}-{i}.png")
+
+
+def test_sympy_is_mathjax(visit) -> None:
+    """sympy results reach the page as LaTeX that MathJax typesets, not as PNG pictures."""
+    for notebook in (BUILD / "jupyter_execute").rglob("*.ipynb"):
+        for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+            for out in cell.get("outputs", []):
+                data = out.get("data", {})
+                assert not ("text/latex" in data and "image/png" in data), (
+                    f"{notebook.name}: a sympy result carries a PNG; call "
+                    "sp.init_printing(use_latex='mathjax')")
+    page = visit("book/ch01-crossover").page
+    n_latex = page.locator(".cell_output .text_latex").count()
+    assert n_latex, "ch01 shows no sympy result as LaTeX"
+    page.wait_for_function(
+        "n => document.querySelectorAll('.cell_output .text_latex mjx-container').length >= n",
+        arg=n_latex)
+    assert page.locator(".cell_output .text_latex img").count() == 0
