@@ -18,12 +18,13 @@ or AMX, `vllm/v1/attention/backends/cpu_attn.py::_get_attn_isa`):
   ``__nv_cvt_float_to_fp8(..., __NV_SATFINITE, ...)``; `lclib.fp8.quantize` clamps likewise.
   (The CPU kernel's conversion is compiled; we did not check it.)
 - Scales: without calibrated scales every layer's ``k_scale = v_scale = 1.0``
-  (`vllm/model_executor/layers/attention/attention.py::set_default_quant_scales`). vLLM up to
-  0.11 offered ``calculate_kv_scales=True``: on the first forward each layer set
-  ``k_scale = amax|K| / K_SCALE_CONSTANT`` and ``v_scale = amax|V| / V_SCALE_CONSTANT`` over
-  that batch, then froze them (`vllm/attention/layer.py::Attention.calc_kv_scales`, constants
-  in `vllm/envs.py`). Here that batch is the prompt's prefill. ``fp8_per_token_head`` (0.32)
-  computes ``amax / fp8 max`` per token and KV head as it writes
+  (`vllm/model_executor/layers/attention/attention.py::set_default_quant_scales`). Earlier
+  releases offered ``calculate_kv_scales=True`` (gone by 0.32): on the first forward each
+  layer set ``k_scale = amax|K| / K_SCALE_CONSTANT`` and ``v_scale = amax|V| /
+  V_SCALE_CONSTANT`` over that batch, then froze them
+  (`vllm/attention/layer.py::Attention.calc_kv_scales`, constants in `vllm/envs.py`). Here
+  that batch is the prompt's prefill. ``fp8_per_token_head`` (0.32) computes
+  ``amax / fp8 max`` per token and KV head as it writes
   (`triton_reshape_and_cache_flash.py::_reshape_cache_per_token_head`).
 
 Only the cache is emulated: the model computes in its own dtype (fp32 here), so this isolates
@@ -44,7 +45,7 @@ V_SCALE_CONSTANT = 100  # vllm/envs.py: divisor of the calculated value scale
 RECIPES: dict[str, tuple[str, str]] = {  # name: (storage format, where the scale comes from)
     "bf16": ("bf16", "none"),  # kv_cache_dtype="auto" on a bf16 model
     "e4m3, scale 1": ("e4m3", "one"),  # kv_cache_dtype="fp8": vLLM's default scale
-    "e4m3, calculated": ("e4m3", "calculated"),  # + calculate_kv_scales=True (vLLM <= 0.11)
+    "e4m3, calculated": ("e4m3", "calculated"),  # + calculate_kv_scales=True (earlier vLLM)
     "e5m2, scale 1": ("e5m2", "one"),  # kv_cache_dtype="fp8_e5m2"
     "e5m2, calculated": ("e5m2", "calculated"),
     "e4m3, per token-head": ("e4m3", "token_head"),  # kv_cache_dtype="fp8_per_token_head"
@@ -128,3 +129,11 @@ def emulated_cache(n_layers: int, recipe: str) -> Cache:
     if n_layers < 1:
         raise ValueError(f"pass the model's layer count (>= 1), not {n_layers}")
     return Cache(layers=[EmulatedLayer(recipe) for _ in range(n_layers)])
+
+
+def kv_error(keys: Tensor, values: Tensor, recipe: str) -> dict[str, float]:
+    """Relative L2 error of one layer's prefill K and V read back from a `recipe` cache (the
+    calculated scales come from these tensors, as on a first forward)."""
+    k, v = EmulatedLayer(recipe).update(keys, values)
+    return {"k_error": ((k - keys).norm() / keys.norm()).item(),
+            "v_error": ((v - values).norm() / values.norm()).item()}

