@@ -26,7 +26,7 @@ OUT     ?= grades
 JOBS    ?=
 TIMEOUT ?= 120
 
-.PHONY: help setup book book-strict test lint pytest pytest-browser lab exercises grade clean
+.PHONY: help setup book book-strict test lint pytest pytest-fast pytest-browser lab exercises grade clean
 
 help:
 	@echo "make book        build the course site (executes every chapter; cached)"
@@ -80,14 +80,22 @@ book-strict: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-pytest: $(STAMP) $(BWRAP)  # the grading tests run submissions in bubblewrap
-	$(PY) -m pytest -n 2 --dist loadgroup -m "not browser"
+pytest: $(STAMP)
+	$(MAKE) --no-print-directory pytest-fast
 	$(MAKE) --no-print-directory pytest-browser
+
+pytest-fast: $(STAMP) $(BWRAP)  # the grading tests run submissions in bubblewrap
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not browser"
 
 pytest-browser: $(STAMP) $(CHROMIUM)  # only the browser tests need Chromium
 	$(PY) -m pytest -m browser  # alone, so that page-load timings see a quiet machine
 
-test: lint book-strict pytest
+# The book build executes its pages one after another, about one core busy; the tests that need
+# no built site run beside it (each target's output printed whole when it ends), then the
+# browser tests, alone.
+test: lint
+	$(MAKE) --no-print-directory -j2 --output-sync=target book-strict pytest-fast
+	$(MAKE) --no-print-directory pytest-browser
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=.

@@ -51,10 +51,19 @@ def smollm2(cache: Path | None = None) -> Path:
     """
     source = gguf_path()
     folder = (cache or cache_dir()) / "smollm2-135m-instruct-q4_1"
-    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+    if _complete(folder):
         return folder
-    _convert(source, folder)
+    from filelock import FileLock  # transformers' own dependency
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{folder}.lock"):  # parallel tests and pages convert once, not in a race
+        if not _complete(folder):
+            _convert(source, folder)
     return folder
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
 
 
 def _convert(source: Path, folder: Path) -> None:
