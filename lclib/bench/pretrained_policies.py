@@ -176,15 +176,15 @@ def compare(rows: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
 @experiment("pretrained_policies")
 def policies(device: torch.device, sizes: list[int] | None, dtype: str, run: Run,
              n: int | list[int] = 16, keep: tuple[float, ...] = (0.25, 0.5, 0.75),
-             detail: int = 4, seed: int = 7) -> dict:
+             detail: int = 4, seed: int = 7, first: int = 0) -> dict:
     """`n` needle prompts per length in `sizes` (tokens), every policy keeping each fraction
     `keep` of the prompt; `detail` prompts per length, spread over the depths, also record how
     many (layer, head) pairs keep each position. Prompts stop when the time budget would not
-    hold one more."""
+    hold one more; `first` skips the cases before it (to split one set between processes)."""
     model, tokenizer, folder = _load()
     cases = needle_set(sizes or [1024], n, seed)
     rows: list[dict[str, Any]] = []
-    for case in cases:
+    for case in cases[first:]:
         if rows and run.left() < max(r["wall_s"] for r in rows):
             run.row({**case, "skipped": f"{run.left():.0f} s left of the budget"})
             continue
@@ -196,7 +196,7 @@ def policies(device: torch.device, sizes: list[int] | None, dtype: str, run: Run
     return {**_header(folder), "policies": POLICIES, "keep": list(keep), "n": len(rows),
             "sinks": compress.SINKS, "snapkv": SNAPKV, "max_new_tokens": MAX_NEW,
             "answer_prefix": ANSWER_PREFIX,
-            "seed": seed, "paired": paired}
+            "seed": seed, "first": first, "paired": paired}
 
 
 def _detailed(case: dict[str, Any], cases: list[dict[str, Any]], detail: int) -> bool:

@@ -31,14 +31,15 @@ WIDTH, LEFT, RIGHT, STRIP, GAP, TOP = 900, 118, 214, 30, 14, 58
 
 def detailed_rows(directory: str | Path = DIRECTORY, seq_len: int | None = None,
                   ) -> list[dict[str, Any]]:
-    """The committed run's prompts that record kept positions, of length `seq_len` (default:
-    the longest), by needle depth."""
+    """The committed runs' prompts that record kept positions, of length `seq_len` (default:
+    the longest), each once, by needle depth."""
     rows = [r for r in measurements.load(EXPERIMENT, directory) if "kept_count" in r]
     if not rows:
         raise ValueError(f"no {EXPERIMENT} rows with kept_count under {directory}; run "
                          f"python -m lclib.bench {EXPERIMENT} or pass directory=")
     length = seq_len or max(r["seq_len"] for r in rows)
-    return sorted((r for r in rows if r["seq_len"] == length), key=lambda r: r["depth"])
+    once = {r["seed"]: r for r in rows if r["seq_len"] == length}  # a prompt two runs reached
+    return sorted(once.values(), key=lambda r: r["depth"])
 
 
 def cell_shares(counts: Sequence[int], pairs: int, bin_tokens: int = BIN) -> list[float]:
