@@ -101,3 +101,15 @@ def test_picture_of_the_committed_run():
                 verdict = "found" if row["found"][C._key(policy, keep)] else "missed"
                 assert f"{name} {verdict}" in frame.caption
             assert f"The secret number is {row['secret']}." in frame.svg
+
+
+def test_chapter_7_draws_what_it_glues():
+    """The page's table pools the same committed rows the picture draws (same directory, the
+    same prompts once each), so a verdict in the picture is a cell count of the table."""
+    page = (BOOK_DATA.parents[1] / "ch07-kv-compression.md").read_text()
+    assert 'measurements.load("pretrained_policies", "data/pretrained")' in page
+    assert "compression_picture()" in page and Path("data/pretrained") == C.DIRECTORY
+    pooled = {r["seed"]: r for r in C.measurements.load(C.EXPERIMENT, BOOK_DATA)
+              if "found" in r}
+    for row in C.detailed_rows(BOOK_DATA):
+        assert pooled[row["seed"]]["found"] == row["found"]
