@@ -372,9 +372,9 @@ def _plays_and_pauses(page: Page, name: str) -> None:
     assert all(n == 1 for n in seen), f"{name}: frames shown after pause: {seen}"
 
 
-# WCAG 2.1 contrast of each rendered text inside `root` against the page behind the block: the
-# text's colour (SVG text: its fill) with its alpha and its ancestors' opacity, over the
-# backgrounds of the block and its ancestors composited from <html> down.
+# WCAG 2.1 contrast of each rendered text inside `root` against what is behind it: the text's
+# colour (SVG text: its fill) with its alpha and its ancestors' opacity, over the backgrounds of
+# its ancestors composited from <html> down, or over the SVG shape it is drawn on (a filled box).
 CONTRAST_JS = """root => {
     const rgba = s => { const v = (s.match(/[\\d.]+/g) || []).map(Number);
         return v.length >= 3 ? [v[0], v[1], v[2], v.length > 3 ? v[3] : 1] : null; };
@@ -384,10 +384,26 @@ CONTRAST_JS = """root => {
     const lum = c => { const l = c.slice(0, 3).map(v => { v /= 255;
         return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
         return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2]; };
-    const chain = []; for (let e = root; e; e = e.parentElement) chain.unshift(e);
-    let bg = [255, 255, 255, 1];
-    for (const e of chain) bg = over(rgba(getComputedStyle(e).backgroundColor) || [0, 0, 0, 0], bg);
-    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    const page = el => {
+        const chain = []; for (let e = el; e; e = e.parentElement) chain.unshift(e);
+        let bg = [255, 255, 255, 1];
+        for (const e of chain)
+            bg = over(rgba(getComputedStyle(e).backgroundColor) || [0, 0, 0, 0], bg);
+        return bg; };
+    const shapeBehind = (el, bg) => {
+        let r = el.getBoundingClientRect();
+        if (r.top < 0 || r.bottom > innerHeight) { el.scrollIntoView({block: 'center'});
+                                                   r = el.getBoundingClientRect(); }
+        for (const x of [0.5, 0.1, 0.3, 0.7, 0.9])  // a spaced-out text may centre on a gap
+            for (const h of document.elementsFromPoint(r.x + x * r.width, r.y + r.height / 2)) {
+                if (h === el || el.contains(h) || h.contains(el)) continue;
+                if (!(h instanceof SVGGeometryElement)) break;
+                const s = getComputedStyle(h), f = rgba(s.fill);
+                const a = f ? f[3] * +s.fillOpacity * +s.opacity : 0;
+                if (a > 0) return over([f[0], f[1], f[2], a], bg);
+            }
+        return bg; };
+    const background = page(root), walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
     const worst = {};
     for (let n = walker.nextNode(); n; n = walker.nextNode()) {
         const el = n.parentElement, text = n.textContent.trim();
@@ -399,12 +415,13 @@ CONTRAST_JS = """root => {
         let alpha = c[3] * (svg ? +style.fillOpacity : 1);
         for (let e = el; e && e !== root.parentElement; e = e.parentElement)
             alpha *= +getComputedStyle(e).opacity;
+        const bg = svg ? shapeBehind(el, background) : page(el);
         c = over([c[0], c[1], c[2], alpha], bg);
         const [hi, lo] = [lum(c), lum(bg)].sort((a, b) => b - a);
         const ratio = (hi + 0.05) / (lo + 0.05);
         if (!(text in worst) || ratio < worst[text]) worst[text] = ratio;
     }
-    return {background: lum(bg), worst};
+    return {background: lum(background), worst};
 }"""
 MIN_CONTRAST = 4.5  # WCAG 2.1 AA, normal text
 
@@ -435,13 +452,13 @@ def _check_theme(page: Page, name: str, mode: str) -> None:
     for i, root in enumerate(page.locator(f"{EXPLORER}, {PICTURE}, .lc-quiz").all()):
         where = f"{name} block {i} ({mode})"
         found = root.evaluate(CONTRAST_JS)
+        root.screenshot(path=shots / f"{name.replace('/', '-')}-{i}.png")
         if mode == "dark":
             assert found["background"] < 0.1, f"{where}: a light box on a dark page"
         else:
             assert found["background"] > 0.7, f"{where}: a dark box on a light page"
         low = {t: round(r, 2) for t, r in found["worst"].items() if r < MIN_CONTRAST}
         assert found["worst"] and not low, f"{where}: text below {MIN_CONTRAST}:1: {low}"
-        root.screenshot(path=shots / f"{name.replace('/', '-')}-{i}.png")
 
 
 def test_sympy_is_mathjax(visit) -> None:
