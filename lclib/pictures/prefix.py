@@ -127,7 +127,7 @@ def _bar(x: float, y: float, w: float, h: float, kind: str, text: str = "",
     """A bar of `kind` (a STATUS key); `text` inside if it fits, else after it (`outside`) or
     as a tooltip."""
     rect = el("rect", x=x, y=y, width=max(w, 1.0), height=h, rx=2, class_=STATUS[kind],
-              fill_opacity=0.2 if kind in ("evicted", "tail") else 0.55, stroke="currentColor",
+              fill_opacity=0.2 if kind in ("evicted", "tail") else 0.4, stroke="currentColor",
               stroke_opacity=0.6, stroke_dasharray="4 3" if kind == "evicted" else None)
     if not text:
         return rect
