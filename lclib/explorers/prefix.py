@@ -71,7 +71,7 @@ def amortize_explorer() -> Explorer:
             Line(x="queries", y=["per_query", "prefill_share", "marginal"],
                  labels=["per query", "prefill / q", "marginal (question + answer)"],
                  title="Cost per query vs queries per document",
-                 y_label="GPU-seconds per query (H100)", log_y=True, y_fmt=_gpu_s),
+                 y_label="GPU-seconds per query (H100)", log_y=True),
             Line(x="seq_len", y=["longest_step", "longest_step_none"],
                  labels=["this chunk", "no chunking"],
                  title="Longest prefill step: every decode's worst gap (4 H100s)",
