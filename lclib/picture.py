@@ -89,11 +89,19 @@ class Picture:
             "caption": [captions.index(f.caption) for f in self.frames],
         }
 
-    def _start(self) -> Frame:
+    def point(self, state: Sequence[int]) -> int:
+        """The grid index of `state` (one value index per control, step last), as the JS has it."""
+        if len(state) != len(self.controls) or not all(
+                0 <= i < len(c.values) for i, c in zip(state, self.controls, strict=True)):
+            raise ValueError(f"state {list(state)} needs one index per control, within "
+                             f"{[len(c.values) for c in self.controls]}")
         i = 0
-        for c in self.controls:
-            i = i * len(c.values) + c.init
-        return self.frames[i]
+        for c, v in zip(self.controls, state, strict=True):
+            i = i * len(c.values) + v
+        return i
+
+    def _start(self) -> Frame:
+        return self.frames[self.point([c.init for c in self.controls])]
 
     def to_html(self) -> str:
         """One block: <style>, controls, play button, the first frame, its caption, JSON, JS."""

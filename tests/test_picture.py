@@ -45,6 +45,13 @@ def test_every_grid_point_maps_to_its_own_frame(ns: list[int], steps: int) -> No
     assert d["step"] == (1 if steps > 1 else -1)
 
 
+def test_point_is_the_row_major_index_and_checks_its_state() -> None:
+    pic = Picture(dot, [Slider("n", "radius", (1, 2, 3))], steps=4)
+    assert pic.point([2, 1]) == 9 and pic.frames[9].caption == "n=3, step 1"
+    with pytest.raises(ValueError, match="one index per control"):
+        pic.point([3, 0])
+
+
 def test_identical_frames_are_stored_once() -> None:
     still = Picture(lambda shape: dot(2), [Dropdown("shape", "shape", ("a", "b", "c"))])
     assert len(still.data()["svgs"]) == 1 and still.data()["frame"] == [0, 0, 0]

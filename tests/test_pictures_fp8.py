@@ -109,10 +109,7 @@ def varies(picture: pictures.Picture, axis: int, start: dict[int, int] | None = 
     out = set()
     for v in range(d["axes"][axis]["n"]):
         state[axis] = v
-        i = 0
-        for a, ax in enumerate(d["axes"]):
-            i = i * ax["n"] + state[a]
-        out.add(d["frame"][i])
+        out.add(d["frame"][picture.point(state)])
     return len(out)
 
 

@@ -90,10 +90,7 @@ def frames_along(picture: pictures.Picture, axis: int) -> int:
     seen = set()
     for v in range(d["axes"][axis]["n"]):
         state[axis] = v
-        i = 0
-        for a, ax in enumerate(d["axes"]):
-            i = i * ax["n"] + state[a]
-        seen.add(d["frame"][i])
+        seen.add(d["frame"][picture.point(state)])
     return len(seen)
 
 
