@@ -31,7 +31,6 @@ from ..context_parallel import n_chunks as n_chunks
 from ..context_parallel import ring_source as ring_source
 from ..context_parallel import step_tiles as step_tiles
 
-
 # --- blockwise attention and the merge --------------------------------------------------------
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
