@@ -85,7 +85,7 @@ pytest: $(STAMP)
 	$(MAKE) --no-print-directory pytest-browser
 
 pytest-fast: $(STAMP) $(BWRAP)  # the grading tests run submissions in bubblewrap
-	$(PY) -m pytest -n 2 --dist loadgroup -m "not browser"
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not browser" --durations=25
 
 pytest-browser: $(STAMP) $(CHROMIUM)  # only the browser tests need Chromium
 	$(PY) -m pytest -m browser  # alone, so that page-load timings see a quiet machine

@@ -223,7 +223,9 @@ class Engine:
                                                 args["max_model_len"])
         start = time.perf_counter()
         with quiet():
-            self.llm = vllm.LLM(model=self.model, skip_tokenizer_init=True, seed=0, **args)
+            # no weight-loading progress bar: in a notebook it is a widget, which a page then embeds
+            self.llm = vllm.LLM(model=self.model, skip_tokenizer_init=True, seed=0,
+                                use_tqdm_on_load=False, **args)
         self.start_seconds = time.perf_counter() - start
         self._ids = 0
 
