@@ -68,11 +68,13 @@ endef
 
 book: $(STAMP)
 	$(fresh_cache)
+	$(PY) -m lclib.execute  # the pages the cache lacks, two at a time
 	$(JB)
 	@echo "Book built: file://$(CURDIR)/_build/html/index.html"
 
 book-strict: $(STAMP)
 	$(fresh_cache)
+	$(PY) -m lclib.execute
 	@# on failure, print each failing notebook's traceback (the reports are not uploaded)
 	$(JB) -W -n --keep-going || { find _build/html/reports -name '*.log' 2>/dev/null | \
 	  while read -r f; do echo "=== $$f"; tail -n 60 "$$f"; done; exit 1; }
@@ -88,7 +90,7 @@ pytest-fast: $(STAMP) $(BWRAP)  # the grading tests run submissions in bubblewra
 	$(PY) -m pytest -n 2 --dist loadgroup -m "not browser" --durations=25
 
 pytest-browser: $(STAMP) $(CHROMIUM)  # only the browser tests need Chromium
-	$(PY) -m pytest -m browser  # alone, so that page-load timings see a quiet machine
+	$(PY) -m pytest -m browser --durations=15  # alone, so that page-load timings see a quiet machine
 
 # One after another: run beside the book build (make -j2), the tests took 15.5 min instead of
 # about 9 and gained about a minute in all, leaving the labs too little room in their 2-minute

@@ -15,7 +15,8 @@ FLOORS = [
     ("torch", {"rope", "fp8", "fp8_cache", "ring", "tinylm", "torch_env", "triton_decode",
                "pretrained", "engine", "rag"}),
     ("bench", {"bench"}),
-    ("book", {"explorer", "picture", "pictures", "quiz", "plots", "explorers", "page", "grading"}),
+    ("book", {"explorer", "picture", "pictures", "quiz", "plots", "explorers", "page", "grading",
+              "execute"}),
 ]
 TORCH_FREE_FLOORS = 2
 HEAVY = {"torch", "numpy"}

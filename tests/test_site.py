@@ -35,13 +35,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 VIEWPORT = {"width": 1280, "height": 900}
 LOAD_JS = "performance.getEntriesByType('navigation')[0].loadEventEnd"
 REDRAW_BUDGET_MS = 16  # one frame at 60 Hz
-# Page loads. "warm": best of WARM_LOADS revisits with theme and MathJax cached, as for a reader
-# moving through the book (best-of filters other jobs on shared CI cores). "cold": first visit,
-# empty cache, best of 2: 0.8-2 s measured on 2 busy cores (MathJax ~0.4 s), so its bound is
-# lenient.
+# Page loads. "cold": first visit, empty cache: 0.8-2 s measured on 2 busy cores (MathJax ~0.4
+# s), so its bound is lenient. "warm": a revisit with theme and MathJax cached, as for a reader
+# moving through the book. A page over either budget is loaded again, up to LOAD_TRIES times, and
+# the best counts: what a retry filters out is other jobs on shared CI cores, not the page.
 LOAD_BUDGET_MS = 1000
 COLD_LOAD_BUDGET_MS = 3000
-WARM_LOADS = 3
+LOAD_TRIES = 3
 
 
 def toc_pages() -> list[str]:
@@ -141,14 +141,19 @@ class Visit:
         self.problems.append(f"external request: {route.request.url}")
         route.abort()
 
+    def check(self) -> None:
+        """Fail on the problems recorded since the last check."""
+        problems, self.problems = self.problems, []
+        assert not problems, "\n".join(problems)
+
     def close(self) -> None:
         self.context.close()
-        assert not self.problems, "\n".join(self.problems)
+        self.check()
 
 
 @pytest.fixture
 def visit(browser: Browser, site: str) -> Iterator:
-    """Open pages by name; each is checked for problems when the test ends."""
+    """Open pages by name, each fresh; each is checked for problems when the test ends."""
     visits: list[Visit] = []
 
     def open_page(name: str, mode: str = "light") -> Visit:
@@ -159,6 +164,33 @@ def visit(browser: Browser, site: str) -> Iterator:
     yield open_page
     for v in visits:
         v.close()
+
+
+@pytest.fixture(scope="session")
+def opened(browser: Browser, site: str) -> Iterator[dict[str, Visit]]:
+    """One light visit per page, kept open for the session."""
+    visits: dict[str, Visit] = {}
+    yield visits
+    for v in visits.values():
+        v.context.close()
+
+
+@pytest.fixture
+def driven(browser: Browser, site: str, opened: dict[str, Visit]) -> Iterator:
+    """Open pages by name in the session's shared visit (for the tests that drive one kind of
+    block each: explorers, quizzes, pictures; none touches another's); its problems are checked
+    when each test ends."""
+    used: list[Visit] = []
+
+    def open_page(name: str) -> Visit:
+        if name not in opened:
+            opened[name] = Visit(browser, site, name)
+        used.append(opened[name])
+        return opened[name]
+
+    yield open_page
+    for v in used:
+        v.check()
 
 
 @pytest.mark.parametrize("name", PAGES)
@@ -192,17 +224,21 @@ def _loads(browser: Browser, url: str, n: int) -> list[float]:
 
 
 def test_load_times(browser: Browser, site: str, metrics: dict) -> None:
-    """Each page's load from localhost (navigation timing), cold (best of 2) and warm.
+    """Each page's load from localhost (navigation timing), cold and warm.
 
     Timed without the route handler (it adds a round trip per request); the browser's
     --host-resolver-rules still keep it offline.
     """
     _loads(browser, f"{site}{PAGES[0]}.html", 1)  # warms the browser process, not a cache
     for name in PAGES:
-        url = f"{site}{name}.html"
-        first, second = _loads(browser, url, 1 + WARM_LOADS), _loads(browser, url, 1)
-        metrics["page_load_ms"][name] = {"cold": round(min(first[0], second[0])),
-                                         "warm": round(min(first[1:]))}
+        cold, warm = [], []
+        while len(cold) < LOAD_TRIES and not (
+                cold and min(cold) <= COLD_LOAD_BUDGET_MS and min(warm) <= LOAD_BUDGET_MS):
+            first, again = _loads(browser, f"{site}{name}.html", 2)
+            cold.append(first)
+            warm.append(again)
+        metrics["page_load_ms"][name] = {"cold": round(min(cold)), "warm": round(min(warm)),
+                                         "loads": 2 * len(cold)}
     loads = metrics["page_load_ms"]
     assert max(t["warm"] for t in loads.values()) <= LOAD_BUDGET_MS, loads
     assert max(t["cold"] for t in loads.values()) <= COLD_LOAD_BUDGET_MS, loads
@@ -238,12 +274,12 @@ TIMED_STEPS_JS = """(el, n) => {
 }"""
 
 
-def test_explorers(visit, metrics: dict) -> None:
+def test_explorers(driven, metrics: dict) -> None:
     """Every slider and dropdown of every explorer changes what it shows; redraws are fast."""
     pages = pages_with("lc-explorer")
     assert pages, "no page of the book has an explorer (.lc-explorer)"
     for name in pages:
-        explorers = visit(name).page.locator(EXPLORER)
+        explorers = driven(name).page.locator(EXPLORER)
         assert explorers.count(), f"{name}: explorer markup but nothing rendered"
         for i in range(explorers.count()):
             root, where = explorers.nth(i), f"{name} explorer {i}"
@@ -279,12 +315,12 @@ def _changes(root: Locator, control: Locator, values: list) -> set[str]:
     return {k for k in states[0] if any(s[k] != states[0][k] for s in states)}
 
 
-def test_quizzes(visit) -> None:
+def test_quizzes(driven) -> None:
     """Each question says wrong to a wrong answer and correct to the answer in its HTML."""
     pages = pages_with("lc-quiz")
     assert pages, "no page of the book has a quiz (.lc-quiz)"
     for name in pages:
-        questions = visit(name).page.locator(".lc-quiz .lc-question")
+        questions = driven(name).page.locator(".lc-quiz .lc-question")
         assert questions.count(), f"{name}: quiz markup but no questions"
         for i in range(questions.count()):
             q, where = questions.nth(i), f"{name} question {i}"
@@ -321,12 +357,12 @@ WATCH_JS = """ms => new Promise(done => {
 ANIMATES_WITHIN_MS = 2000
 
 
-def test_pictures(visit) -> None:
+def test_pictures(driven) -> None:
     """Every picture draws; every control changes the frame shown; play animates, pause stops."""
     pages = pages_with("lc-picture")
     assert pages, "no page of the book has a picture (.lc-picture)"
     for name in pages:
-        page = visit(name).page
+        page = driven(name).page
         roots = page.locator(PICTURE)
         assert roots.count(), f"{name}: picture markup but nothing rendered"
         for i in range(roots.count()):
@@ -461,7 +497,7 @@ def _check_theme(page: Page, name: str, mode: str) -> None:
         assert found["worst"] and not low, f"{where}: text below {MIN_CONTRAST}:1: {low}"
 
 
-def test_sympy_is_mathjax(visit) -> None:
+def test_sympy_is_mathjax(driven) -> None:
     """sympy results reach the page as LaTeX that MathJax typesets, not as PNG pictures."""
     for notebook in (BUILD / "jupyter_execute").rglob("*.ipynb"):
         for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
@@ -470,7 +506,7 @@ def test_sympy_is_mathjax(visit) -> None:
                 assert not ("text/latex" in data and "image/png" in data), (
                     f"{notebook.name}: a sympy result carries a PNG; call "
                     "sp.init_printing(use_latex='mathjax')")
-    page = visit("book/ch01-crossover").page
+    page = driven("book/ch01-crossover").page
     n_latex = page.locator(".cell_output .text_latex").count()
     assert n_latex, "ch01 shows no sympy result as LaTeX"
     page.wait_for_function(

@@ -1,10 +1,10 @@
 """Chapter 6 on a real LM: SmolLM2-135M-Instruct past its 8,192-token window, with no scaling,
 linear, dynamic NTK and YaRN `rope_scaling`, each a static factor as engines serve them.
 
-A full 16K-token forward of this model takes ~1,000 s of both cores here (measured: 1K tokens
-15 s, 4K 99 s, attention growing as S²), too much for eight scalings on a shared CPU. So the
-run probes *positions* past the window, not *content*: RoPE's scores depend on position
-differences only, and the probe puts them past the window with ~1,300 real tokens. Part A (the
+This run moves *positions* past the window, not *content* (`pretrained_rope_text` reads whole
+documents of 1×, 2× and 4× the window, ~500 s a scaling at 4× here): eight scalings in
+minutes. RoPE's scores depend on position differences only, and the probe puts them past the
+window with ~1,300 real tokens. Part A (the
 chat template's opening, then Python's own documentation, ``pydoc_data.topics``, with K needles
 "The secret number for <name> is NNNNN.") sits at positions 0..a; part B (the documentation
 that follows) and each question sit at the end of a longer range: B's last token at position
