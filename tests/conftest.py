@@ -35,3 +35,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            out / "build", run_tests=False)
             (out / "done").touch()
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: parallel workers then end together, not on one long test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -83,6 +83,21 @@ def test_compare_pairs_each_scaling_with_none_on_the_same_length():
     assert one["nll_past"] is None and one["nll_inside"] == 2.25
 
 
+def test_merged_keeps_the_newest_row_of_runs_on_the_same_documents():
+    first = {"header": {"options": {"n_needles": 4}}, "rows": [
+        _row(4, "none", [True], [0.1], [2.0]), _row(4, "linear", [False], [3.0], [4.0]),
+        {"multiple": 4, "scaling": "dynamic", "skipped": "predicted 900 s, 10 s left"}]}
+    again = {"header": {"options": {"n_needles": 4, "levels": [4], "scalings": ["dynamic"]}},
+             "rows": [_row(4, "dynamic", [True], [0.2], [2.5])]}
+    other = {"header": {"options": {"n_needles": 8}}, "rows": [_row(1, "none", [True], [0.1],
+                                                                    [2.0])]}
+    rows = prt.merged([other, first, again])
+    assert [(r["multiple"], r["scaling"]) for r in rows] == [(4, "none"), (4, "dynamic"),
+                                                             (4, "linear")]
+    assert rows[1] is again["rows"][0]
+    assert prt.merged([]) == []
+
+
 def _runs(small: bool):
     return [r for r in measurements.runs("pretrained_rope_text", BOOK_DATA)
             if ("window" in r["header"]["options"]) == small]
@@ -104,20 +119,19 @@ def test_rerun_agrees_with_the_committed_small_run(tmp_path):
 
 
 def test_committed_full_run_is_paired_and_checked():
-    (run,) = _runs(small=False)[-1:]
-    window = run["summary"]["window"]
-    assert window == pr.WINDOW
-    done = [r for r in run["rows"] if "needles" in r]
-    assert {r["multiple"] for r in done} == set(prt.LEVELS)
+    done = prt.merged(_runs(small=False))
+    assert {(r["multiple"], r["scaling"]) for r in done} == {
+        (m, name) for m in prt.LEVELS for name in prt.ORDER}
     for multiple in prt.LEVELS:
         rows = [r for r in done if r["multiple"] == multiple]
         assert rows[0]["scaling"] == "none"
         for row in rows:
             assert row["inv_freq_max_rel_error"] <= 1e-6, (multiple, row["scaling"])
-            assert row["tokens"] == multiple * window - pr.MARGIN
+            assert row["tokens"] == multiple * pr.WINDOW - pr.MARGIN
             assert len(row["nll_buckets"]) == -(-(row["tokens"] - 1) // prt.BUCKET)
             assert [n["name"] for n in row["needles"]] == [n["name"] for n in rows[0]["needles"]]
-    for entry in prt.compare(run["rows"], window):
+            assert row["factor"] == dict(prt.configs(multiple))[row["scaling"]]
+    for entry in prt.compare(done, pr.WINDOW):
         assert (entry["nll_past"] is None) == (entry["multiple"] == 1)
         if entry["scaling"] != "none":
             assert entry["found_vs_none"]["n"] == entry["answer_nll_vs_none"]["n"] == entry["n"]

@@ -85,6 +85,20 @@ def measure(name: str, factor: float, tokenizer, doc: dict[str, Any],
             "wall_s": time.perf_counter() - t0}
 
 
+def merged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The measured rows of `runs` (``measurements.runs``, oldest first) that read the newest
+    run's documents (the same options but `levels` and `scalings`), one per (multiple,
+    scaling), the newest kept: a configuration a budget cut skipped can be run on its own."""
+    def documents(run: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in run["header"]["options"].items()
+                if k not in ("levels", "scalings")}
+
+    rows: dict[tuple[int, str], dict[str, Any]] = {}
+    for run in (r for r in runs if runs and documents(r) == documents(runs[-1])):
+        rows.update({(r["multiple"], r["scaling"]): r for r in run["rows"] if "needles" in r})
+    return sorted(rows.values(), key=lambda r: (r["multiple"], ORDER.index(r["scaling"])))
+
+
 def compare(rows: list[dict[str, Any]], window: int) -> list[dict[str, Any]]:
     """Each measured row: needles found, the mean NLL of its `BUCKET`s that start inside the
     first `window` and of those past it, and against no scaling on the same document: McNemar
