@@ -152,7 +152,10 @@ def test_fp8_kv_emulation_rerun_agrees_with_the_committed_run(tmp_path):
         assert row["prompt_tokens"] == old["prompt_tokens"] and row["seq_len"] == min(sizes)
         assert (row["correct"], row["first_miss"]) == (old["correct"], old["first_miss"])
         # same prompt, weights and cache codec in fp32: only thread-order rounding may differ
-        assert row["number_logprob"] == pytest.approx(old["number_logprob"], abs=0.02)
+        # (committed at 2 threads, checked at 1). bf16 KV moves by ~0.001; e4m3 keeps 3 mantissa
+        # bits, so a K/V value at a code boundary flips a whole step (6-12%): 0.032 measured.
+        tolerance = 0.02 if row["recipe"] == "bf16" else 0.1
+        assert row["number_logprob"] == pytest.approx(old["number_logprob"], abs=tolerance)
     stats = record["paired"]["e4m3, scale 1"]["pooled"]
     assert stats["n"] == 1 and stats["both"] + stats["only_a"] + stats["only_b"] <= 1
 
