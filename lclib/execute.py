@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import nullcontext
@@ -24,23 +25,30 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pages(root: Path = ROOT) -> list[Path]:
-    """The MyST notebooks of the table of contents (`_toc.yml`), largest first."""
+def toc_pages(root: Path = ROOT) -> list[str]:
+    """Every page of `_toc.yml` (root, parts, chapters, sections) in its order, no suffix."""
     import yaml
-    from myst_nb.core.read import is_myst_markdown_notebook
 
-    toc, found = yaml.safe_load((root / "_toc.yml").read_text()), []
+    found: list[str] = []
 
     def walk(entry: dict) -> None:
         for key in ("root", "file"):
             if key in entry:
-                found.append(root / f"{entry[key]}.md")
+                found.append(re.sub(r"\.(md|ipynb)$", "", entry[key]))
         for key in ("parts", "chapters", "sections"):
             for child in entry.get(key, []):
                 walk(child)
 
-    walk(toc)
-    notebooks = [p for p in found if p.exists() and is_myst_markdown_notebook(p.read_text())]
+    walk(yaml.safe_load((root / "_toc.yml").read_text()))
+    return found
+
+
+def pages(root: Path = ROOT) -> list[Path]:
+    """The MyST notebooks of the table of contents, largest first."""
+    from myst_nb.core.read import is_myst_markdown_notebook
+
+    paths = [root / f"{name}.md" for name in toc_pages(root)]
+    notebooks = [p for p in paths if p.exists() and is_myst_markdown_notebook(p.read_text())]
     return sorted(notebooks, key=lambda p: p.stat().st_size, reverse=True)
 
 

@@ -40,6 +40,7 @@ def book(tmp_path: Path) -> Path:
 
 
 def test_pages_are_the_tocs_notebooks_largest_first(book: Path):
+    assert execute.toc_pages(book) == ["book/small", "book/large", "book/prose", "book/broken"]
     assert [p.name for p in execute.pages(book)] == ["large.md", "broken.md", "small.md"]
 
 

@@ -20,8 +20,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
+
+from lclib.execute import toc_pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -44,23 +45,7 @@ COLD_LOAD_BUDGET_MS = 3000
 LOAD_TRIES = 3
 
 
-def toc_pages() -> list[str]:
-    """Every page of _toc.yml (root, parts, chapters, sections), without suffix."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    pages = [toc["root"]]
-
-    def walk(entries: list[dict]) -> None:
-        for entry in entries:
-            if "file" in entry:
-                pages.append(entry["file"])
-            for key in ("parts", "chapters", "sections"):
-                walk(entry.get(key, []))
-
-    walk([{key: toc[key]} for key in ("parts", "chapters", "sections") if key in toc])
-    return [re.sub(r"\.(md|ipynb)$", "", page) for page in pages]
-
-
-PAGES = toc_pages()
+PAGES = toc_pages()  # lclib.execute reads the same table of contents
 
 
 def pages_with(css_class: str) -> list[str]:
@@ -185,6 +170,7 @@ def driven(browser: Browser, site: str, opened: dict[str, Visit]) -> Iterator:
     def open_page(name: str) -> Visit:
         if name not in opened:
             opened[name] = Visit(browser, site, name)
+            assert opened[name].page.evaluate("document.documentElement.dataset.theme") == "light"
         used.append(opened[name])
         return opened[name]
 

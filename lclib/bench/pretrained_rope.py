@@ -2,8 +2,8 @@
 linear, dynamic NTK and YaRN `rope_scaling`, each a static factor as engines serve them.
 
 This run moves *positions* past the window, not *content* (`pretrained_rope_text` reads whole
-documents of 1×, 2× and 4× the window, ~500 s a scaling at 4× here): eight scalings in
-minutes. RoPE's scores depend on position differences only, and the probe puts them past the
+documents of 1×, 2× and 4× the window, ~500 s a scaling at 4× here): every configuration
+in minutes. RoPE's scores depend on position differences only, and the probe puts them past the
 window with ~1,300 real tokens. Part A (the
 chat template's opening, then Python's own documentation, ``pydoc_data.topics``, with K needles
 "The secret number for <name> is NNNNN.") sits at positions 0..a; part B (the documentation

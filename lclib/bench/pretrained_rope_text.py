@@ -94,7 +94,7 @@ def merged(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if k not in ("levels", "scalings")}
 
     rows: dict[tuple[int, str], dict[str, Any]] = {}
-    for run in (r for r in runs if runs and documents(r) == documents(runs[-1])):
+    for run in (r for r in runs if documents(r) == documents(runs[-1])):
         rows.update({(r["multiple"], r["scaling"]): r for r in run["rows"] if "needles" in r})
     return sorted(rows.values(), key=lambda r: (r["multiple"], ORDER.index(r["scaling"])))
 
