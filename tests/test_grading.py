@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "exercises"
 CHAPTER = "intro"  # the set the error-handling tests use
 CHAPTERS = sorted(p.name for p in SOLUTIONS.iterdir() if p.is_dir())
 POINTS = {"q1": 2, "q2": 2, "q3": 2, "q4": 2, "q5": 2, "q6": 2}  # hidden tests only give points
-LOOP_TIMEOUT = 30  # s; a notebook grades in ~2-5 s in the sandbox
+LOOP_TIMEOUT = 20  # s; a notebook grades in ~2-5 s in the sandbox (the attacks use 20 s too)
 needs_sandbox = pytest.mark.skipif(bool(sandbox.unavailable()), reason=sandbox.unavailable()
                                    or "sandbox available")
 
@@ -436,3 +437,16 @@ def test_unsafe_mode_still_judges_outside(built: Path, tmp_path: Path) -> None:
     rows = read_csv(tmp_path / "out" / "grades.csv")
     assert rows["solved.ipynb"]["percent"] == "100.0"
     assert rows["always_equal.ipynb"]["total"] == "0"
+
+
+def test_assign_names_the_master_otter_fails_on_and_writes_nothing(tmp_path: Path) -> None:
+    solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
+    (solutions / "a").mkdir(parents=True)
+    shutil.copyfile(SOLUTIONS / "intro" / "intro.ipynb", solutions / "a" / "intro.ipynb")
+    (solutions / "b").mkdir()
+    broken = nbformat.read(SOLUTIONS / "intro" / "intro.ipynb", as_version=4)
+    broken.cells[0] = nbformat.v4.new_raw_cell("# ASSIGNMENT CONFIG\nname: [unclosed")
+    nbformat.write(broken, solutions / "b" / "broken.ipynb")
+    with pytest.raises(RuntimeError, match=r"otter assign failed on .*broken\.ipynb"):
+        grading.assign(solutions, exercises, tmp_path / "build", run_tests=False)
+    assert not exercises.exists()

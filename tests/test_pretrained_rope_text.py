@@ -49,12 +49,13 @@ def test_chunked_reading_scores_as_one_forward(tokenizer, monkeypatch):
     from transformers import DynamicCache
 
     model, _ = pr.load("none")
-    doc = prt.document(tokenizer, 1200, 2)
+    monkeypatch.setattr(prt, "BUCKET", 300)
+    doc = prt.document(tokenizer, 600, 2)
     whole = prt.text_nll(model, doc["ids"], DynamicCache(config=model.config), doc["needles"])
-    monkeypatch.setattr(prt, "CHUNK", 300)
+    monkeypatch.setattr(prt, "CHUNK", 150)
     cache = DynamicCache(config=model.config)
     chunked = prt.text_nll(model, doc["ids"], cache, doc["needles"])
-    assert cache.get_seq_length() == 1200
+    assert cache.get_seq_length() == 600
     assert len(chunked) == 2 and chunked == pytest.approx(whole, abs=1e-4)
     assert 0.5 < chunked[0] < 6  # documentation, read by a language model: nats per token
     # the needles' random numbers are left out: scoring them raises the loss

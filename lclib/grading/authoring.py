@@ -59,10 +59,11 @@ def assign(solutions: Path = SOLUTIONS, exercises: Path = EXERCISES, build: Path
     """
     todo = masters(solutions, chapters)
     with tempfile.TemporaryDirectory() as tmp:
-        stage, env = Path(tmp), _otter_env(Path(tmp))
-        for master in todo:
-            _assign_one(master, stage / "out" / master.parent.name / master.stem,
-                        stage / "exercises", stage / "build", env, run_tests)
+        stage = Path(tmp)
+        outs = [stage / "out" / m.parent.name / m.stem for m in todo]
+        _run_otter(todo, outs, _otter_env(stage), run_tests)
+        for master, out in zip(todo, outs, strict=True):
+            _place(master, out, stage / "exercises", stage / "build")
         written = []
         for chapter in sorted({nb.parent.name for nb in todo}):
             for staged, final in ((stage / "exercises", exercises), (stage / "build", build)):
@@ -72,15 +73,28 @@ def assign(solutions: Path = SOLUTIONS, exercises: Path = EXERCISES, build: Path
     return written
 
 
-def _assign_one(master: Path, out: Path, exercises: Path, build: Path, env: dict[str, str],
-                run_tests: bool) -> None:
-    """Run ``otter assign`` on one master; put its student files and autograder zip in place."""
-    cmd = [sys.executable, "-m", "otter", "assign", "--no-pdfs", str(master.resolve()), str(out)]
-    if not run_tests:
-        cmd.insert(4, "--no-run-tests")
+# One process for every master: importing otter takes ~5 s, its assign ~1 s a notebook.
+_OTTER = """import json, sys
+from otter.assign import main
+for master, out in json.loads(sys.argv[1]):
+    print("otter assign", master, flush=True)
+    main(master, out, no_pdfs=True, no_run_tests=sys.argv[2] == "no-tests")
+"""
+
+
+def _run_otter(masters_: Sequence[Path], outs: Sequence[Path], env: dict[str, str],
+               run_tests: bool) -> None:
+    """Run ``otter assign`` on each master, writing its output folder."""
+    pairs = [[str(m.resolve()), str(o)] for m, o in zip(masters_, outs, strict=True)]
+    cmd = [sys.executable, "-c", _OTTER, json.dumps(pairs), "tests" if run_tests else "no-tests"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
-        raise RuntimeError(f"otter assign failed on {master}:\n{proc.stdout}{proc.stderr}")
+        started = re.findall(r"^otter assign (.+)$", proc.stdout, re.M) or ["its start"]
+        raise RuntimeError(f"otter assign failed on {started[-1]}:\n{proc.stdout}{proc.stderr}")
+
+
+def _place(master: Path, out: Path, exercises: Path, build: Path) -> None:
+    """Put one master's student files and autograder zip in place."""
     chapter = master.parent.name
     for src in sorted(p for p in (out / "student").rglob("*") if p.is_file()):
         dest = exercises / chapter / src.relative_to(out / "student")
