@@ -20,7 +20,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Grading: exercises/ and the autograder built from solutions/ into a temporary folder,
-    once per run: parallel workers share it (the first builds, under a lock; ~30 s each)."""
+    once per run: parallel workers share it (the first builds, under a lock; ~10 s)."""
     from filelock import FileLock
 
     from lclib import grading
