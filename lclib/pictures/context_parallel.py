@@ -144,9 +144,8 @@ def _grid(view: RingView, x0: float) -> list[str]:
     small = side < 14
     out += [el("text", f"r{owner[q]}", x=gx - 3, y=TOP + (q + 0.5) * side + (3 if small else 4),
                text_anchor="end", class_="lc-cp-xs" if small else None) for q in range(n)]
+    out.append(el("text", "query chunk (its rank) ↓", x=gx, y=TOP - 20, class_="lc-cp-s"))
     out.append(el("text", "key chunk →", x=gx, y=TOP - 6, class_="lc-cp-s"))
-    out.append(el("text", "query chunk (its rank) ↓", x=gx + GRID, y=TOP - 6,
-                  text_anchor="end", class_="lc-cp-s"))
     return out
 
 
